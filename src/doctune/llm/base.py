@@ -1,0 +1,92 @@
+"""One small interface for every text generator: Gemini (API) and local transformers models.
+
+Backends take a list of GenRequest and return GenResult in the same order. Caching lives in
+`doctune.llm.cache.CachedBackend`, so a rerun never pays twice for a reply that succeeded.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+# finish reasons every backend maps onto
+FINISH_STOP = "stop"          # natural end
+FINISH_LENGTH = "length"      # hit max tokens (truncated)
+FINISH_SAFETY = "safety"      # blocked / filtered by the provider
+FINISH_EMPTY = "empty"        # no text came back
+FINISH_ERROR = "error"        # gave up after retries; `error` says why
+
+
+@dataclass
+class GenRequest:
+    key: str                                   # caller's id, unique within one call
+    messages: list[dict]                       # [{"role": "system"|"user"|"assistant", "content": str}]
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    response_schema: dict | None = None        # JSON schema for structured output (Gemini); hf ignores it
+    raw_prompt: bool = False                   # hf: messages[0]["content"] is a plain prompt, no chat template
+
+    def settings(self) -> dict:
+        d = asdict(self)
+        d.pop("key")
+        return d
+
+
+@dataclass
+class GenResult:
+    key: str
+    text: str | None
+    finish_reason: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str = ""
+    error: str | None = None
+    attempts: int = 1
+    cached: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.finish_reason == FINISH_STOP and bool(self.text and self.text.strip())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GenResult":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+ProgressFn = Callable[[int], None]
+
+
+class Backend(Protocol):
+    model_id: str
+
+    def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None,
+                 on_result: Callable[[GenResult], None] | None = None) -> list[GenResult]:
+        """Generate one result per request, in request order. `on_result` is called as soon as
+        each result is known (so callers can persist it at once)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def make_backend(cfg: dict, **kw: Any) -> Backend:
+    """Build a backend from a resolved generator/judge config.
+
+    cfg["backend"] == "gemini": keys of the gemini generator schema (model, api_key_env, ...).
+    cfg["backend"] == "hf": {"spec": <model spec, see doctune.models>, "batch_size": int, ...}.
+    """
+    kind = cfg.get("backend")
+    if kind == "gemini":
+        from .gemini import GeminiBackend
+
+        return GeminiBackend(cfg, **kw)
+    if kind == "hf":
+        from .hf import HFBackend
+
+        return HFBackend(cfg, **kw)
+    raise ValueError(f"unknown backend {kind!r} (expected 'gemini' or 'hf')")
