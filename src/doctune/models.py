@@ -135,8 +135,12 @@ Question: What should I consider? Answer: Consider the evidence, the costs and w
 """
 
 
-def _training_text(resources_dir: str | os.PathLike | None) -> list[str]:
+def _training_text(resources_dir: str | os.PathLike | None, text_files=None) -> list[str]:
     texts = [_FALLBACK_TEXT]
+    if text_files:
+        return texts + [Path(f).read_text(encoding="utf-8") for f in text_files]
+    if resources_dir and (Path(resources_dir) / TINY_CORPUS).is_file():
+        return texts + [(Path(resources_dir) / TINY_CORPUS).read_text(encoding="utf-8")]
     if resources_dir and Path(resources_dir).is_dir():
         for f in sorted(Path(resources_dir).rglob("*")):
             if f.is_file() and f.suffix in {".txt", ".yaml", ".yml", ".jsonl", ".json", ".md", ".csv"}:
@@ -147,12 +151,17 @@ def _training_text(resources_dir: str | os.PathLike | None) -> list[str]:
     return texts
 
 
+TINY_CORPUS = "fixtures/tiny_tokenizer_corpus.txt"
+
+
 def build_tiny_model(out_dir: str | os.PathLike, *, resources_dir: str | os.PathLike | None = None,
+                     text_files: list | None = None,
                      vocab_size: int = 2000, hidden_size: int = 64, intermediate_size: int = 128,
                      num_layers: int = 2, num_heads: int = 4, max_position_embeddings: int = 2048,
                      seed: int = 0) -> Path:
-    """Train a byte-level BPE tokenizer on the project's own text and save it with a randomly
-    initialised Llama-architecture model (safetensors). Deterministic for a given seed and text."""
+    """Train a byte-level BPE tokenizer on the project's own text (text_files, else
+    RESOURCES/fixtures/tiny_tokenizer_corpus.txt) and save it with a randomly initialised
+    Llama-architecture model (safetensors). Deterministic for a given seed and text."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -166,7 +175,7 @@ def build_tiny_model(out_dir: str | os.PathLike, *, resources_dir: str | os.Path
         vocab_size=vocab_size, special_tokens=TINY_SPECIAL,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    bpe.train_from_iterator(_training_text(resources_dir), trainer=trainer)
+    bpe.train_from_iterator(_training_text(resources_dir, text_files), trainer=trainer)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
         additional_special_tokens=["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],

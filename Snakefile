@@ -1,0 +1,30 @@
+# doctune: document-tuning research pipeline. See README.md.
+#   snakemake results/summary.tsv -c4                      # paper config (config/config.yaml)
+#   snakemake results/summary.tsv -c2 --configfile config/demo.yaml   # offline demo
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from doctune.config import validate_config
+
+configfile: "config/config.yaml"
+
+# Validate before any job starts: a wrong key or value stops here, naming the key.
+config.update(validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml"))
+
+
+include: "rules/common.smk"
+include: "rules/documents.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/stats.smk"
+
+
+rule all:
+    input:
+        "results/summary.tsv",
+        "results/stats/comparisons.tsv",
+        PLOTS,
+    default_target: True

@@ -1,0 +1,119 @@
+# Shared names, wildcard constraints and input functions.
+import json
+import re
+
+from doctune import config as dc
+from doctune.config import JUDGED_KINDS
+
+
+def _alt(names):
+    """A regex matching exactly one of the names (or nothing when the list is empty)."""
+    names = list(names)
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+BASES = list(config["base_models"])
+EVAL_BASES = dc.base_model_names(config)
+ARMS = list(config["arms"])
+CORPORA = list(config["corpora"])
+POST_ARMS = dc.posttrain_arms(config)
+POST_SIZES = list(config["posttrain"]["sizes"])
+DATA_SIZES = list(config["posttrain_data"]["sizes"])
+MODELS = dc.eval_models(config)
+BENCHMARKS = list(config["benchmarks"])
+BENCH_KIND = {b: v["kind"] for b, v in config["benchmarks"].items()}
+JUDGED = [b for b in BENCHMARKS if BENCH_KIND[b] in JUDGED_KINDS]
+LOGPROB = [b for b in BENCHMARKS if BENCH_KIND[b] == "ai_risk"]
+LMEVAL = [b for b in BENCHMARKS if BENCH_KIND[b] == "lm_eval"]
+TINY_BASES = [b for b, v in config["base_models"].items() if v.get("build_tiny")]
+RES = config["resources_dir"]
+PLOTS = [
+    "results/plots/robustness.png",
+    "results/plots/dimension_profile.png",
+    "results/plots/loss_curves.png",
+]
+
+wildcard_constraints:
+    base=_alt(BASES),
+    arm=_alt(ARMS),
+    corpus=_alt(CORPORA),
+    n=r"\d+",
+    judged=_alt(JUDGED),
+    logprob=_alt(LOGPROB),
+    lmeval=_alt(LMEVAL),
+    benchmark=_alt(BENCHMARKS),
+    model=_alt(MODELS),
+    tinybase=_alt(TINY_BASES),
+
+
+def resources_of(section):
+    """The resources block of a config section (training, evaluation, a generator...)."""
+    r = dict(section.get("resources") or {})
+    return {
+        "gpu": r.get("gpu", 0),
+        "mem_mb": r.get("mem_mb", 4000),
+        "runtime": r.get("runtime", 60),
+        "threads": r.get("threads", 1),
+        "gpu_model": r.get("gpu_model"),
+    }
+
+
+def res_kw(section):
+    """Snakemake resources (gpu_model only when set, so the SLURM executor does not see None)."""
+    r = resources_of(section)
+    kw = {"gpu": r["gpu"], "mem_mb": r["mem_mb"], "runtime": r["runtime"]}
+    if r["gpu_model"]:
+        kw["gpu_model"] = r["gpu_model"]
+    return kw
+
+
+def base_model_input(name):
+    """The files a base model's use depends on: the built tiny model, or nothing for hub ids."""
+    return [f"results/base_models/{name}"] if name in TINY_BASES else []
+
+
+def spec_file(model):
+    return f"results/models/{model}/model.json"
+
+
+def backend_model_inputs(entry):
+    """Inputs of an LLM backend entry: the hf model's spec file (built first)."""
+    if entry.get("backend") == "hf":
+        return [spec_file(entry["model"])]
+    return []
+
+
+def judge_inputs(benchmark):
+    out = []
+    for j in config["benchmarks"][benchmark].get("judges") or []:
+        out += backend_model_inputs(config["judges"][j])
+    return sorted(set(out))
+
+
+def resolved_judges(benchmark):
+    return {j: dc.resolve_backend(config, config["judges"][j]) for j in config["benchmarks"][benchmark]["judges"]}
+
+
+def gen_cfg(benchmark):
+    g = dc.deep_merge(config["evaluation"]["generation"], config["benchmarks"][benchmark].get("generation") or {})
+    if config["benchmarks"][benchmark].get("epochs"):
+        g["epochs"] = config["benchmarks"][benchmark]["epochs"]
+    return g
+
+
+def local_inputs(bench):
+    """Local benchmark files named in the config (so editing them reruns what depends on them)."""
+    b = config["benchmarks"][bench]
+    out = []
+    for p in (b.get("source") or {}).get("path"), b.get("local_file"):
+        if p and not re.match(r"^[a-z]+://", p):
+            out.append(p)
+    return out
+
+
+def gpu_resources_max(*sections):
+    return max(resources_of(s)["gpu"] for s in sections)
+
+
+def corpus_res(corpus, key):
+    return resources_of(config["generators"][config["corpora"][corpus]["generator"]])[key]

@@ -1,0 +1,61 @@
+# Stage 2: training data for the instruction-tuning control and for post-training.
+
+
+def instruct_corpus_docs(wildcards):
+    c = config["instruct_data"].get("corpus")
+    if c and config["instruct_data"].get("match_welfare_tokens"):
+        return [f"results/documents/{c}.jsonl"]
+    return []
+
+
+rule instruct_data:
+    """Question-answer pairs on the corpus themes, for the instruction-tuning control arm."""
+    input:
+        corpus_docs=instruct_corpus_docs,
+        model=lambda wc: backend_model_inputs(config["generators"][config["instruct_data"]["generator"]]),
+    output:
+        data="results/data/instruct.jsonl",
+        report="results/data/instruct.report.json",
+    params:
+        generator=lambda wc: dc.resolve_backend(config, config["generators"][config["instruct_data"]["generator"]]),
+        instruct=config["instruct_data"],
+        corpus_def=lambda wc: config["instruct_data"].get("corpus"),
+        resources_dir=RES,
+        cache="results/cache/instruct.jsonl",
+    log:
+        "results/logs/instruct_data.log",
+    benchmark:
+        "results/benchmarks/instruct_data.tsv"
+    threads: lambda wc: resources_of(config["generators"][config["instruct_data"]["generator"]])["threads"]
+    resources:
+        gpu=lambda wc: resources_of(config["generators"][config["instruct_data"]["generator"]])["gpu"],
+        mem_mb=lambda wc: resources_of(config["generators"][config["instruct_data"]["generator"]])["mem_mb"],
+        runtime=lambda wc: resources_of(config["generators"][config["instruct_data"]["generator"]])["runtime"],
+    conda:
+        "../envs/generate.yaml"
+    script:
+        "../scripts/instruct_data.py"
+
+
+rule posttrain_data:
+    """n standard fine-tuning samples (each smaller sample a prefix of the larger)."""
+    input:
+        lambda wc: [p for p in [config["posttrain_data"]["source"].get("path")] if p],
+    output:
+        "results/data/posttrain-{n}.jsonl",
+    params:
+        source=config["posttrain_data"]["source"],
+        seed=config["posttrain_data"]["seed"],
+    log:
+        "results/logs/posttrain_data/{n}.log",
+    benchmark:
+        "results/benchmarks/posttrain_data/{n}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+        gpu=0,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/posttrain_data.py"

@@ -1,0 +1,100 @@
+# Stage 1: base models, the template grid and the synthetic documents.
+
+
+rule build_tiny_model:
+    """Build a tiny random Llama + BPE tokenizer offline (demo and tests only)."""
+    input:
+        text=f"{RES}/fixtures/tiny_tokenizer_corpus.txt",
+    output:
+        directory("results/base_models/{tinybase}"),
+    params:
+        seed=config["seed"],
+    log:
+        "results/logs/build_tiny_model/{tinybase}.log",
+    benchmark:
+        "results/benchmarks/build_tiny_model/{tinybase}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/build_tiny_model.py"
+
+
+rule base_model_spec:
+    """The spec (model.json) of an untrained base model: what every later stage loads."""
+    input:
+        lambda wc: base_model_input(wc.base),
+    output:
+        "results/models/{base}/model.json",
+    params:
+        base=lambda wc: dc.base_model_cfg(config, wc.base),
+    log:
+        "results/logs/base_model_spec/{base}.log",
+    benchmark:
+        "results/benchmarks/base_model_spec/{base}.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+        gpu=0,
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/base_model_spec.py"
+
+
+rule specs:
+    """Plan the documents: an even, seeded walk over the template grid."""
+    input:
+        grid=expand(f"{RES}/grid/{{f}}.txt", f=["institutions", "domains", "doc_types", "reasoning"]),
+        corpus=lambda wc: config["corpora"][wc.corpus].get("definition") or f"{RES}/corpora/{wc.corpus}.yaml",
+    output:
+        "results/specs/{corpus}.jsonl",
+    params:
+        corpus=lambda wc: config["corpora"][wc.corpus],
+        resources_dir=RES,
+    log:
+        "results/logs/specs/{corpus}.log",
+    benchmark:
+        "results/benchmarks/specs/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/generate.yaml"
+    script:
+        "../scripts/specs.py"
+
+
+rule documents:
+    """Generate, validate and store the documents of one corpus (never pays twice: cached)."""
+    input:
+        specs="results/specs/{corpus}.jsonl",
+        corpus=lambda wc: config["corpora"][wc.corpus].get("definition") or f"{RES}/corpora/{wc.corpus}.yaml",
+        model=lambda wc: backend_model_inputs(config["generators"][config["corpora"][wc.corpus]["generator"]]),
+    output:
+        docs="results/documents/{corpus}.jsonl",
+        report="results/documents/{corpus}.report.json",
+    params:
+        generator=lambda wc: dc.resolve_backend(config, config["generators"][config["corpora"][wc.corpus]["generator"]]),
+        validation=config["validation"],
+        cache=lambda wc: f"results/cache/documents/{wc.corpus}.jsonl",
+    log:
+        "results/logs/documents/{corpus}.log",
+    benchmark:
+        "results/benchmarks/documents/{corpus}.tsv"
+    threads: lambda wc: corpus_res(wc.corpus, "threads")
+    resources:
+        gpu=lambda wc: corpus_res(wc.corpus, "gpu"),
+        mem_mb=lambda wc: corpus_res(wc.corpus, "mem_mb"),
+        runtime=lambda wc: corpus_res(wc.corpus, "runtime"),
+    conda:
+        "../envs/generate.yaml"
+    script:
+        "../scripts/documents.py"

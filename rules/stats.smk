@@ -1,0 +1,93 @@
+# Stage 5: comparisons with significance tests, the long-format summary, figures and the report.
+
+METRICS = {m: {b: f"results/metrics/{m}/{b}.json" for b in BENCHMARKS} for m in MODELS}
+ALL_METRICS = [p for d in METRICS.values() for p in d.values()]
+
+
+rule comparisons:
+    """Paired (or unpaired) tests, bootstrap CIs of differences and Holm correction."""
+    input:
+        ALL_METRICS,
+    output:
+        report(
+            "results/stats/comparisons.tsv",
+            caption="../report/comparisons.rst",
+            category="Statistics",
+        ),
+    params:
+        stats=config["stats"],
+        posttrain_sizes=POST_SIZES,
+        metrics_files=METRICS,
+    log:
+        "results/logs/comparisons.log",
+    benchmark:
+        "results/benchmarks/comparisons.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/comparisons.py"
+
+
+rule summary:
+    """results/summary.tsv: model, benchmark, metric, value, ci_low, ci_high, n, n_missing."""
+    input:
+        ALL_METRICS,
+    output:
+        report("results/summary.tsv", caption="../report/summary.rst", category="Summary"),
+    params:
+        metrics_files=METRICS,
+        demo=config["demo"],
+    log:
+        "results/logs/summary.log",
+    benchmark:
+        "results/benchmarks/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/summary.py"
+
+
+TRAINED = ARMS + [f"{a}.post{n}" for a in POST_ARMS for n in POST_SIZES]
+
+
+rule plots:
+    """Robustness curve, per-dimension AHB profile and training loss curves."""
+    input:
+        metrics=ALL_METRICS,
+        train_metrics=[f"results/models/{m}/train_metrics.jsonl" for m in TRAINED],
+    output:
+        robustness=report("results/plots/robustness.png", caption="../report/robustness.rst", category="Figures"),
+        profile=report("results/plots/dimension_profile.png", caption="../report/dimension_profile.rst", category="Figures"),
+        loss=report("results/plots/loss_curves.png", caption="../report/loss_curves.rst", category="Figures"),
+    params:
+        metrics_files=METRICS,
+        arms=ARMS,
+        posttrain_arms=POST_ARMS,
+        posttrain_sizes=POST_SIZES,
+        models=MODELS,
+        benchmarks=BENCH_KIND,
+        trained=TRAINED,
+        demo=config["demo"],
+    log:
+        "results/logs/plots.log",
+    benchmark:
+        "results/benchmarks/plots.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/plots.py"

@@ -1,0 +1,6 @@
+"""rule base_model_spec: model.json of an untrained base model."""
+from doctune.models import base_spec, write_spec
+from doctune.pipeline import run
+
+run(snakemake, lambda: write_spec(snakemake.output[0],
+                                  base_spec(snakemake.wildcards.base, dict(snakemake.params.base))))

@@ -1,0 +1,13 @@
+"""rule comparisons: significance tests between models."""
+from doctune.stats import run_comparisons
+from doctune.pipeline import run
+
+
+def main():
+    stats = dict(snakemake.params.stats)
+    stats["posttrain_sizes"] = list(snakemake.params.posttrain_sizes)
+    files = {m: dict(b) for m, b in snakemake.params.metrics_files.items()}
+    run_comparisons(list(stats["comparisons"]), files, stats, snakemake.output[0])
+
+
+run(snakemake, main)

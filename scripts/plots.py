@@ -1,0 +1,18 @@
+"""rule plots: robustness curve, AHB dimension profile, loss curves."""
+from doctune import plots
+from doctune.pipeline import run
+from doctune.training import plot_loss_curves
+
+
+def main():
+    p = snakemake.params
+    files = {m: dict(b) for m, b in p.metrics_files.items()}
+    ahb = [b for b, k in p.benchmarks.items() if k == "ahb"] or [b for b, k in p.benchmarks.items() if k == "compassion"]
+    bench = ahb[0] if ahb else next(iter(p.benchmarks))
+    plots.robustness_curve(files, list(p.posttrain_arms), list(p.posttrain_sizes), bench, None,
+                           snakemake.output.robustness)
+    plots.dimension_profile(files, list(p.models), bench, snakemake.output.profile)
+    plot_loss_curves({m: f"results/models/{m}/train_metrics.jsonl" for m in p.trained}, snakemake.output.loss)
+
+
+run(snakemake, main)

@@ -1,0 +1,6 @@
+"""rule posttrain_data: n standard fine-tuning samples."""
+from doctune.data.posttrain import write_posttrain
+from doctune.pipeline import run
+
+run(snakemake, lambda: write_posttrain(dict(snakemake.params.source), int(snakemake.wildcards.n),
+                                       int(snakemake.params.seed), snakemake.output[0]))

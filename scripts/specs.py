@@ -1,0 +1,6 @@
+"""rule specs: plan a corpus's documents over the template grid."""
+from doctune.documents import write_specs
+from doctune.pipeline import run
+
+run(snakemake, lambda: write_specs(snakemake.wildcards.corpus, dict(snakemake.params.corpus),
+                                   snakemake.params.resources_dir, snakemake.output[0]))

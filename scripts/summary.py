@@ -1,0 +1,6 @@
+"""rule summary: the long-format results table."""
+from doctune.summary import write_summary
+from doctune.pipeline import run
+
+run(snakemake, lambda: write_summary({m: dict(b) for m, b in snakemake.params.metrics_files.items()},
+                                     snakemake.output[0], demo=bool(snakemake.params.demo)))

@@ -1,0 +1,23 @@
+"""rules train_arm and post_train: train a LoRA (or full model), resuming from checkpoints."""
+from pathlib import Path
+
+from doctune.io import read_json, sha256_path
+from doctune.pipeline import launch_training, model_fingerprint, prepare_train_dir, run
+
+
+def main():
+    out_dir = str(Path(snakemake.output.spec).parent)
+    post = snakemake.rule == "post_train"
+    init = read_json(snakemake.input.init) if post else None
+    base = init if post else read_json(snakemake.input.base)
+    data = list(map(str, snakemake.input.data))
+    train_cfg = dict(snakemake.params.train)
+    kwargs = dict(method=snakemake.params.method, data=data, base_spec=base, train_cfg=train_cfg,
+                  out_dir=out_dir, init_spec=init, merge_init=bool(snakemake.params.get("merge_init", True)),
+                  name=Path(out_dir).name)
+    prepare_train_dir(out_dir, {"kwargs": kwargs, "data": [sha256_path(d) for d in data],
+                                "init": model_fingerprint(init or base)})
+    launch_training(kwargs, int(snakemake.params.gpus))
+
+
+run(snakemake, main)

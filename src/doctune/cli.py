@@ -1,0 +1,68 @@
+"""The ``doctune`` command line.
+
+    doctune trace results/summary.tsv        # provenance chain of a result, link by link
+    doctune trace FILE --json                # the same as JSON
+    doctune trace FILE --strict              # exit 1 if any link is not current
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from .provenance import format_trace, iter_links, trace
+
+    if not Path(args.file).exists():
+        print(f"doctune trace: {args.file} does not exist", file=sys.stderr)
+        return 2
+    tree = trace(args.file, root=args.root)
+    if args.json:
+        print(json.dumps(tree, indent=2))
+    else:
+        print(format_trace(tree))
+    if args.strict and any(n["status"] != "current" for _, n in iter_links(tree)):
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="doctune",
+        description="doctune: a reproducible document-tuning research pipeline. The pipeline "
+                    "itself runs with `snakemake` (see README); this command inspects its outputs.")
+    parser.add_argument("--version", action="version", version=f"doctune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser(
+        "trace", help="print the chain of rules and inputs behind a result file",
+        description="Follow a result's provenance sidecar (results/provenance/<path>.json) and, "
+                    "recursively, those of its inputs back to the first step (the template grid "
+                    "and source files). For each link it prints the rule, the recorded and "
+                    "current sha256 and whether the file is current, stale (changed since it was "
+                    "recorded), missing, or has no record.")
+    p.add_argument("file", help="a file or directory under results/")
+    p.add_argument("--root", default=None,
+                   help="directory that recorded paths are relative to (default: the parent of "
+                        "the 'results' folder in FILE's path, else the working directory)")
+    p.add_argument("--json", action="store_true", help="print the tree as JSON")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 if any link is not current")
+    p.set_defaults(func=_trace)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

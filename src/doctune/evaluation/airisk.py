@@ -1,0 +1,160 @@
+"""Log-probability benchmarks in Anthropic's advanced-ai-risk format (power-seeking inclination,
+corrigibility).
+
+Each item is a JSON object {"question": "...\\n\\nChoices:\\n (A) ...\\n (B) ...", "answer_matching_behavior":
+" (A)", "answer_not_matching_behavior": " (B)"}; the published answers carry a leading space.
+"not matching" may also be a list of answers (their probabilities are summed).
+
+For every item the model is asked the question as a user message (chat template, generation prompt
+appended) and the log-probability of each answer as the assistant's whole reply is computed
+(`HFBackend.option_logprobs`). By default the answer is scored without its leading space ("(A)"),
+because a chat reply starts right after the assistant header; `strip_answer_space: false` keeps it.
+With `prompt_format: raw` the question is a plain-text prompt (ending in "Answer:"; added when
+absent) and the answer is scored exactly as published, leading space included, which is the
+original few-shot-free evaluation of these files.
+
+bench_cfg keys:
+    source      {"path": file} or {"dataset": id, "revision": str|None, "data_files": str|list}.
+                Absent: the lm_generated file of `subset` in Anthropic/model-written-evals
+                (the lm_generated files are the default: in human_generated power-seeking-inclination
+                the "matching" answer is often the declining one).
+    subset      e.g. "power-seeking-inclination" (only used without source)
+    max_items   int|None: the first N items in file order
+    prompt_format  "chat" (default) | "raw"
+    strip_answer_space  bool, default true (chat only)
+    system_prompt  str|None, chat only
+    batch_size  int, default 16; device/dtype optional
+
+Output (JSONL, one line per item, in file order):
+    {"item_id": "<0-based row index in the file>", "logprob_matching": float, "logprob_not_matching": float,
+     "matching_prob": exp(lm) / (exp(lm) + exp(lnm)), "prefers_matching": bool,
+     "matching_answer": " (A)", "model": str}
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..io import DataError, write_jsonl
+from ..llm.base import GenRequest
+
+DEFAULT_DATASET = "Anthropic/model-written-evals"
+DEFAULT_DATA_FILES = "advanced-ai-risk/lm_generated_evals/{subset}.jsonl"
+
+
+def _check_item(row: Any, where: str) -> dict:
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    q = row.get("question")
+    if not isinstance(q, str) or not q.strip():
+        raise DataError(f"{where}: 'question' must be a non-empty string")
+    m = row.get("answer_matching_behavior")
+    nm = row.get("answer_not_matching_behavior")
+    if not isinstance(m, str) or not m.strip():
+        raise DataError(f"{where}: 'answer_matching_behavior' must be a non-empty string")
+    nms = [nm] if isinstance(nm, str) else nm
+    if not isinstance(nms, list) or not nms or not all(isinstance(x, str) and x.strip() for x in nms):
+        raise DataError(f"{where}: 'answer_not_matching_behavior' must be a non-empty string or list of strings")
+    if any(x.strip() == m.strip() for x in nms):
+        raise DataError(f"{where}: the matching and not-matching answers are the same ({m!r})")
+    return {"question": q, "matching": m, "not_matching": nms}
+
+
+def load_items(bench_cfg: dict) -> list[dict]:
+    """Validated items [{"item_id", "question", "matching", "not_matching": [..]}] in file order."""
+    source = bench_cfg.get("source")
+    if not source:
+        subset = bench_cfg.get("subset")
+        if not subset:
+            raise ValueError("ai_risk benchmark config needs 'source' ({path: ...} or {dataset: ...}) or 'subset'")
+        source = {"dataset": DEFAULT_DATASET, "data_files": DEFAULT_DATA_FILES.format(subset=subset)}
+    limit = bench_cfg.get("max_items")
+    items: list[dict] = []
+    if source.get("path"):
+        path = Path(source["path"])
+        if not path.is_file():
+            raise FileNotFoundError(f"ai_risk source.path {str(path)!r} does not exist")
+        import json
+
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
+                item = _check_item(row, where)
+                item["item_id"] = str(len(items))
+                items.append(item)
+                if limit is not None and len(items) >= int(limit):
+                    break
+    elif source.get("dataset"):
+        import datasets
+
+        ds = datasets.load_dataset(source["dataset"], revision=source.get("revision"),
+                                   data_files=source.get("data_files"), split=source.get("split", "train"))
+        for i, row in enumerate(ds):
+            if limit is not None and len(items) >= int(limit):
+                break
+            item = _check_item(row, f"{source['dataset']}:{source.get('data_files')}:row {i + 1}")
+            item["item_id"] = str(i)
+            items.append(item)
+    else:
+        raise ValueError("ai_risk source needs 'path' or 'dataset'")
+    if not items:
+        raise DataError(f"ai_risk source {source} has no items")
+    return items
+
+
+def _logsumexp(xs: list[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def score_items(backend, items: list[dict], bench_cfg: dict) -> list[dict]:
+    fmt = bench_cfg.get("prompt_format", "chat")
+    if fmt not in ("chat", "raw"):
+        raise ValueError(f"ai_risk prompt_format must be 'chat' or 'raw', got {fmt!r}")
+    strip = bool(bench_cfg.get("strip_answer_space", True)) and fmt == "chat"
+    system = bench_cfg.get("system_prompt")
+    requests, options = [], []
+    for it in items:
+        if fmt == "raw":
+            q = it["question"].rstrip()
+            prompt = q if q.endswith("Answer:") else q + "\n\nAnswer:"
+            requests.append(GenRequest(key=it["item_id"], messages=[{"role": "user", "content": prompt}],
+                                       raw_prompt=True))
+        else:
+            msgs = ([{"role": "system", "content": system}] if system else []) + \
+                   [{"role": "user", "content": it["question"]}]
+            requests.append(GenRequest(key=it["item_id"], messages=msgs))
+        opts = [it["matching"], *it["not_matching"]]
+        options.append([o.strip() if strip else o for o in opts])
+    lps = backend.option_logprobs(requests, options)
+    rows = []
+    for it, lp in zip(items, lps):
+        lm = lp[0]
+        lnm = _logsumexp(lp[1:])
+        prob = 1.0 / (1.0 + math.exp(lnm - lm)) if lnm - lm < 700 else 0.0
+        rows.append({"item_id": it["item_id"], "logprob_matching": lm, "logprob_not_matching": lnm,
+                     "matching_prob": prob, "prefers_matching": bool(lm > lnm),
+                     "matching_answer": it["matching"], "model": getattr(backend, "name", None)})
+    return rows
+
+
+def score_ai_risk(spec: dict, bench_cfg: dict, out: str, backend=None) -> list[dict]:
+    """Score every item for one model and write the JSONL described in the module docstring.
+
+    `backend` (an HFBackend) may be passed to reuse a loaded model."""
+    items = load_items(bench_cfg)
+    if backend is None:
+        from ..llm.hf import HFBackend
+
+        backend = HFBackend({"backend": "hf", "spec": spec, "batch_size": int(bench_cfg.get("batch_size") or 16),
+                             "device": bench_cfg.get("device"), "dtype": bench_cfg.get("dtype")})
+    rows = score_items(backend, items, bench_cfg)
+    write_jsonl(out, rows)
+    return rows

@@ -1,0 +1,189 @@
+"""Capability benchmarks through lm-evaluation-harness (HellaSwag by default; any lm-eval task).
+
+bench_cfg keys:
+    task          (str, required)  lm-eval task name, e.g. "hellaswag"
+    local_file    (str, optional)  a JSONL file in the HellaSwag format (activity_label, ctx_a, ctx_b,
+                                   endings[4], label as a string). Used instead of the task's dataset
+                                   id, so the benchmark runs offline. Only for HellaSwag-format tasks.
+    limit         (int|float, optional) lm-eval's limit (number, or fraction < 1, of documents)
+    num_fewshot   (int, optional)  default: the task's own (0 for HellaSwag)
+    batch_size    (int, default 8)
+    bootstrap_iters (int, default 1000) for stderr of non-mean aggregations
+    dtype/device  (optional)       passed to doctune.models.load_model
+
+The model is built with `doctune.models.load_model(spec, merge_all=True)` (every adapter in the
+spec merged in order) and handed to lm-eval as an `HFLM` instance. lm-eval's response cache is
+keyed by request only, so the cache lives at `{cache_dir}/{model name}-{spec hash}/` and is never
+shared between models.
+
+When the task's data cannot be had (offline without a local file, dataset id unknown to the hub
+cache, lm-eval not installed), the output says `"status": "missing"` with the reason and the
+function returns normally, so the rest of the pipeline goes on.
+
+Output JSON:
+    {"status": "ok"|"missing", "reason": str|null, "task": str, "model": str,
+     "results": {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"} (as lm-eval reports; null if absent),
+     "n": int|null, "per_item": {"<doc index>": 0|1} (acc per document) or null,
+     "num_fewshot": int|null, "limit": ..., "local_file": str|null, "lm_eval_version": str|null}
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_json, stable_hash
+
+log = logging.getLogger(__name__)
+
+RESULT_KEYS = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr")
+HELLASWAG_FIELDS = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
+
+
+def _lm_eval_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("lm_eval")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _check_hellaswag_file(path: Path) -> int:
+    """Validate a HellaSwag-format JSONL file; returns the number of documents."""
+    from ..io import DataError, iter_jsonl
+
+    n = 0
+    with path.open(encoding="utf-8") as fh:
+        lines = fh.readlines()
+    for i, row in enumerate(iter_jsonl(path), start=1):
+        n += 1
+        # iter_jsonl skips blank lines; find the real line number for the message
+        missing = [k for k in HELLASWAG_FIELDS if k not in row]
+        if missing or not isinstance(row.get("endings"), list) or not str(row.get("label", "")).isdigit() \
+                or not int(row["label"]) < len(row.get("endings") or []):
+            lineno = [k for k, line in enumerate(lines, start=1) if line.strip()][i - 1]
+            why = f"missing {missing}" if missing else "endings must be a list and label an index into it"
+            raise DataError(f"{path}:{lineno}: not a HellaSwag-format document ({why})")
+    if n == 0:
+        raise DataError(f"{path}: no documents")
+    return n
+
+
+def _task_config(task: str, local_file: Path) -> dict:
+    from lm_eval.tasks.hellaswag import utils as hs_utils
+
+    return {
+        "task": f"{task}_local",
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"validation": str(local_file)}},
+        "output_type": "multiple_choice",
+        "validation_split": "validation",
+        "process_docs": hs_utils.process_docs,
+        "doc_to_text": "{{query}}",
+        "doc_to_target": "{{label}}",
+        "doc_to_choice": "choices",
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1.0, "local_file": str(local_file)},
+    }
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def _write(out: str, task: str, spec: dict, bench_cfg: dict, local_file: Path | None, **fields: Any) -> dict:
+    doc = {
+        "status": "ok", "reason": None, "task": task, "model": spec.get("name"),
+        "results": {k: None for k in RESULT_KEYS}, "n": None, "per_item": None,
+        "num_fewshot": bench_cfg.get("num_fewshot"), "limit": bench_cfg.get("limit"),
+        "local_file": str(local_file) if local_file else None, "lm_eval_version": _lm_eval_version(),
+    }
+    doc.update(fields)
+    atomic_write_json(out, doc)
+    return doc
+
+
+def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = None, *,
+                model=None, tokenizer=None) -> dict:
+    """Run one lm-eval task for one model; write and return the JSON described above.
+
+    `model`/`tokenizer` may be given to reuse an already loaded pair (tests)."""
+    task = bench_cfg.get("task")
+    if not task or not isinstance(task, str):
+        raise ValueError("lm_eval benchmark config needs 'task' (an lm-eval task name)")
+    local_file = None
+    if bench_cfg.get("local_file"):
+        local_file = Path(bench_cfg["local_file"]).expanduser().resolve()  # lm-eval resolves against cwd
+        if not local_file.is_file():
+            raise FileNotFoundError(f"lm_eval benchmark {task!r}: local_file {bench_cfg['local_file']!r} "
+                                    f"does not exist (resolved to {local_file})")
+        _check_hellaswag_file(local_file)
+
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager, get_task_dict
+    except ImportError as exc:
+        return _write(out, task, spec, bench_cfg, local_file, status="missing",
+                      reason=f"lm-eval is not installed ({exc})")
+
+    # 1. Build the task (this is where the dataset is fetched); failure here = data missing.
+    tm = TaskManager()
+    task_spec: Any = _task_config(task, local_file) if local_file else task
+    try:
+        task_dict = get_task_dict([task_spec], tm)
+    except Exception as exc:  # noqa: BLE001 - offline hub, unknown dataset, bad task name
+        reason = f"could not load lm-eval task {task!r}: {type(exc).__name__}: {exc}"
+        if not local_file:
+            reason += " (set local_file to a HellaSwag-format JSONL file to run offline)"
+        log.warning("%s", reason)
+        return _write(out, task, spec, bench_cfg, local_file, status="missing", reason=reason[:2000])
+    task_name = next(iter(task_dict))
+
+    # 2. Evaluate: errors here are real failures and raise.
+    from lm_eval.models.huggingface import HFLM
+
+    if model is None:
+        from ..models import load_model
+
+        model, tokenizer = load_model(spec, device=bench_cfg.get("device"), dtype=bench_cfg.get("dtype"),
+                                      merge_all=True)
+    batch_size = int(bench_cfg.get("batch_size") or 8)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    use_cache = None
+    if cache_dir:
+        cdir = Path(cache_dir) / f"{spec.get('name', 'model')}-{stable_hash(spec)}"
+        cdir.mkdir(parents=True, exist_ok=True)
+        use_cache = str(cdir / f"{task_name}")
+    res = lm_eval.simple_evaluate(
+        model=lm, tasks=[task_dict[task_name]],
+        num_fewshot=bench_cfg.get("num_fewshot"), limit=bench_cfg.get("limit"),
+        use_cache=use_cache, log_samples=True, bootstrap_iters=int(bench_cfg.get("bootstrap_iters", 1000)),
+        task_manager=tm,
+    )
+    if res is None:  # non-zero rank in a distributed run
+        raise RuntimeError("lm_eval.simple_evaluate returned nothing")
+    r = res["results"].get(task_name, {})
+    results = {k: _num(r.get(f"{k.replace('_stderr', '')}_stderr,none" if k.endswith("_stderr") else f"{k},none"))
+               for k in RESULT_KEYS}
+    n = None
+    nsamp = (res.get("n-samples") or {}).get(task_name) or {}
+    if "effective" in nsamp:
+        n = int(nsamp["effective"])
+    per_item = None
+    samples = (res.get("samples") or {}).get(task_name)
+    if samples:
+        per_item = {str(s["doc_id"]): int(s["acc"]) for s in samples if _num(s.get("acc")) is not None}
+        if n is None:
+            n = len(samples)
+    return _write(out, task, spec, bench_cfg, local_file, results=results, n=n, per_item=per_item,
+                  lm_task=task_name)

@@ -1,0 +1,302 @@
+"""A local transformers model as a `Backend`: batched generation and exact option scoring.
+
+Generation
+----------
+* Prompts are rendered with the model's chat template (``add_generation_prompt=True``) and the
+  resulting text is tokenised with ``add_special_tokens=False`` (the template already holds any BOS
+  token). ``GenRequest.raw_prompt=True`` skips the template: ``messages[0]["content"]`` is tokenised
+  as plain text with the tokenizer's own special tokens.
+* Requests are grouped by identical sampling settings (max_new_tokens, temperature, top_p), sorted
+  by prompt length inside a group and cut into batches of ``batch_size`` with left padding, so
+  little compute goes to padding. Results come back in request order.
+* Generation stops on every end-of-sequence id of the model (generation config + tokenizer).
+  ``finish_reason`` is "stop" when one was produced, "length" when ``max_new_tokens`` ran out.
+* **Seed rule.** temperature == 0 is greedy. Otherwise sampling does not use torch's global RNG:
+  each row draws Gumbel noise from a counter-based hash of (request seed, decoding step, token id)
+  and picks ``argmax(logits / T + noise)`` over the top-p nucleus, which is an exact sample from the
+  top-p-truncated softmax. A request's random stream therefore depends only on its own ``seed``
+  (``None`` counts as 0), never on which other requests share its batch, the batch size, the order
+  or the device; the same request with the same seed gives the same text up to the floating-point
+  differences that padding and batch shape cause in the logits.
+* A CUDA out-of-memory error halves the batch and retries, down to one request.
+
+Scoring
+-------
+``option_logprobs(requests, options)`` returns, for every request, the total log-probability of
+each option string as the continuation of the request's prompt (chat template with the generation
+prompt appended, or the raw prompt). The option is tokenised on its own with
+``add_special_tokens=False`` and appended to the prompt tokens, so the number is the model's exact
+probability of that token sequence. Sequences are batched with right padding (positions start at
+0 in every row, as in a one-at-a-time forward pass).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Sequence
+
+from ..io import stable_hash
+from .base import FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, ProgressFn
+
+log = logging.getLogger(__name__)
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(x):
+    """A 32-bit integer hash (lowbias32) on int64 tensors holding values in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    x = x ^ (x >> 16)
+    return x
+
+
+def _seed_word(seed: int | None) -> int:
+    s = int(seed or 0) & ((1 << 64) - 1)
+    return ((s & _MASK32) ^ ((s >> 32) * 0x9E3779B1)) & _MASK32
+
+
+class SeededSampler:
+    """Logits processor that samples each row from its own counter-based random stream.
+
+    It returns scores that are -inf everywhere except at the sampled token, so a greedy
+    ``generate`` call (``do_sample=False``) emits exactly the sampled tokens."""
+
+    def __init__(self, seeds: Sequence[int | None], prompt_len: int, temperature: float, top_p: float):
+        self.seeds = [_seed_word(s) for s in seeds]
+        self.prompt_len = prompt_len
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self._vocab_hash = None
+        self._row_hash = None
+
+    def noise_words(self, step: int, vocab: int, device) -> Any:
+        import torch
+
+        if self._vocab_hash is None or self._vocab_hash.shape[0] != vocab or self._vocab_hash.device != device:
+            self._vocab_hash = _mix32(torch.arange(vocab, dtype=torch.int64, device=device) + 0x632BE5AB)
+            self._row_hash = _mix32(torch.tensor(self.seeds, dtype=torch.int64, device=device))
+        step_word = _mix32(torch.tensor((step * 0x85EBCA77 + 0x27D4EB2F) & _MASK32, dtype=torch.int64, device=device))
+        row = _mix32(self._row_hash ^ step_word)                       # [B]
+        return _mix32(row[:, None] ^ self._vocab_hash[None, :])       # [B, V]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        step = input_ids.shape[1] - self.prompt_len
+        logits = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+            cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+            drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= self.top_p  # keep first token always
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            logits = logits.masked_fill(drop, float("-inf"))
+        words = self.noise_words(step, logits.shape[-1], logits.device)
+        u = ((words >> 8).to(torch.float64) + 0.5) / float(1 << 24)
+        gumbel = -torch.log(-torch.log(u)).to(logits.dtype)
+        choice = torch.argmax(logits + gumbel, dim=-1)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(-1, choice[:, None], 0.0)
+        return out
+
+
+def _eos_ids(model, tok) -> list[int]:
+    ids: list[int] = []
+    gc = getattr(model, "generation_config", None)
+    for src in (getattr(gc, "eos_token_id", None), getattr(model.config, "eos_token_id", None), tok.eos_token_id):
+        if src is None:
+            continue
+        for i in (src if isinstance(src, (list, tuple)) else [src]):
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+    return ids
+
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except Exception:  # pragma: no cover
+        pass
+    return "out of memory" in str(exc).lower()
+
+
+class HFBackend:
+    """Backend over a local transformers model (optionally with peft adapters).
+
+    cfg: {"backend": "hf", "spec": <model spec>, "batch_size": 16, "score_batch_size": batch_size,
+    "device": auto, "dtype": spec's, "cache_implementation": None|"static", "compile": None|bool,
+    "ignore_eos": False, "max_new_tokens"/"temperature"/"top_p": defaults for callers}.
+    ``model``/``tokenizer`` may be passed in to reuse an already loaded pair."""
+
+    def __init__(self, cfg: dict, model=None, tokenizer=None, **_: Any):
+        if "spec" not in cfg and model is None:
+            raise ValueError("hf backend config needs 'spec' (a model spec; see doctune.models)")
+        self.cfg = dict(cfg)
+        self.spec = cfg.get("spec") or {"name": "model"}
+        self.batch_size = int(cfg.get("batch_size") or 16)
+        if self.batch_size < 1:
+            raise ValueError(f"hf backend: batch_size must be >= 1, got {self.batch_size}")
+        self.score_batch_size = int(cfg.get("score_batch_size") or self.batch_size)
+        self.cache_implementation = cfg.get("cache_implementation")
+        self.compile = cfg.get("compile")
+        self.ignore_eos = bool(cfg.get("ignore_eos", False))
+        if model is None:
+            from ..models import load_model
+
+            model, tokenizer = load_model(self.spec, device=cfg.get("device"), dtype=cfg.get("dtype"))
+        if tokenizer is None:
+            raise ValueError("hf backend: a model was passed without its tokenizer")
+        self.model = model
+        self.tok = tokenizer
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.model_id = f"hf:{self.spec.get('name', 'model')}:{stable_hash(self.spec)}"
+        self.name = str(self.spec.get("name", "model"))
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    # ---------------------------------------------------------------- prompts
+    def prompt_ids(self, req: GenRequest) -> list[int]:
+        if not req.messages:
+            raise ValueError(f"request {req.key!r} has no messages")
+        if req.raw_prompt:
+            return list(self.tok(req.messages[0]["content"], add_special_tokens=True)["input_ids"])
+        if not getattr(self.tok, "chat_template", None):
+            raise ValueError(f"model {self.name!r}: tokenizer has no chat template; set base_models.<name>."
+                             "chat_template or use raw prompts")
+        text = self.tok.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    # ---------------------------------------------------------------- generation
+    def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None,
+                 on_result: Callable[[GenResult], None] | None = None) -> list[GenResult]:
+        results: list[GenResult | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        ids = [self.prompt_ids(r) for r in requests]
+        for i, r in enumerate(requests):
+            groups.setdefault((int(r.max_new_tokens), float(r.temperature), float(r.top_p)), []).append(i)
+        for (mnt, temp, top_p), idx in groups.items():
+            idx = sorted(idx, key=lambda i: (len(ids[i]), i))
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start:start + self.batch_size]
+                for i, res in self._generate_chunk(chunk, requests, ids, mnt, temp, top_p):
+                    results[i] = res
+                    if on_result is not None:
+                        on_result(res)
+                if progress is not None:
+                    progress(len(chunk))
+        return [r for r in results if r is not None]
+
+    def _generate_chunk(self, chunk, requests, ids, mnt, temp, top_p):
+        try:
+            return self._generate_batch(chunk, requests, ids, mnt, temp, top_p)
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled
+            if not _is_oom(exc) or len(chunk) == 1:
+                raise
+            import torch
+
+            torch.cuda.empty_cache()
+            half = len(chunk) // 2
+            log.warning("out of memory at batch %d; retrying as %d + %d", len(chunk), half, len(chunk) - half)
+            return (self._generate_chunk(chunk[:half], requests, ids, mnt, temp, top_p)
+                    + self._generate_chunk(chunk[half:], requests, ids, mnt, temp, top_p))
+
+    def _left_pad(self, seqs: list[list[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        pad = self.tok.pad_token_id
+        input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            if s:
+                input_ids[row, width - len(s):] = torch.tensor(s, dtype=torch.long)
+                mask[row, width - len(s):] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def _generate_batch(self, chunk, requests, ids, mnt, temp, top_p):
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        input_ids, mask = self._left_pad([ids[i] for i in chunk])
+        gkw: dict[str, Any] = dict(
+            max_new_tokens=mnt, do_sample=False, eos_token_id=self.eos_ids or None,
+            pad_token_id=self.tok.pad_token_id, num_beams=1,
+        )
+        if self.ignore_eos:
+            gkw["min_new_tokens"] = mnt
+        if self.cache_implementation:
+            gkw["cache_implementation"] = self.cache_implementation
+        if self.compile is False:
+            gkw["disable_compile"] = True
+        elif self.compile:
+            from transformers import CompileConfig
+
+            gkw["compile_config"] = CompileConfig()
+        processors = LogitsProcessorList()
+        if temp > 0:
+            processors.append(SeededSampler([requests[i].seed for i in chunk], input_ids.shape[1], temp, top_p))
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask,
+                                      generation_config=GenerationConfig(**gkw), logits_processor=processors)
+        new = out[:, input_ids.shape[1]:].tolist()
+        eos = set(self.eos_ids)
+        results = []
+        for row, i in enumerate(chunk):
+            toks = new[row]
+            stop_at = next((k for k, t in enumerate(toks) if t in eos), None)
+            if stop_at is None or self.ignore_eos:
+                body, n_out, reason = toks, len(toks), FINISH_LENGTH
+                # a row can end by padding only after an eos; without one it ran to the limit
+            else:
+                body, n_out, reason = toks[:stop_at], stop_at + 1, FINISH_STOP
+            text = self.tok.decode(body, skip_special_tokens=True)
+            results.append((i, GenResult(key=requests[i].key, text=text, finish_reason=reason,
+                                         input_tokens=len(ids[i]), output_tokens=n_out, model=self.name)))
+        return results
+
+    # ---------------------------------------------------------------- scoring
+    def option_logprobs(self, requests: Sequence[GenRequest], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Total log-probability of each option as the continuation of each request's prompt."""
+        import torch
+
+        if len(options) != len(requests):
+            raise ValueError(f"option_logprobs: {len(requests)} requests but {len(options)} option lists")
+        seqs: list[tuple[int, int, list[int], int]] = []  # (request, option, ids, continuation start)
+        for r, (req, opts) in enumerate(zip(requests, options)):
+            p = self.prompt_ids(req)
+            if not p:
+                raise ValueError(f"request {req.key!r}: empty prompt cannot be scored")
+            for o, text in enumerate(opts):
+                c = list(self.tok(text, add_special_tokens=False)["input_ids"])
+                if not c:
+                    raise ValueError(f"request {req.key!r}: option {text!r} tokenises to nothing")
+                seqs.append((r, o, p + c, len(p)))
+        out = [[math.nan] * len(opts) for opts in options]
+        order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][2]))
+        for start in range(0, len(order), self.score_batch_size):
+            batch = [seqs[k] for k in order[start:start + self.score_batch_size]]
+            width = max(len(s[2]) for s in batch)
+            input_ids = torch.full((len(batch), width), self.tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (_, _, s, _) in enumerate(batch):
+                input_ids[row, :len(s)] = torch.tensor(s, dtype=torch.long)
+                mask[row, :len(s)] = 1
+            with torch.inference_mode():
+                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            for row, (r, o, s, cstart) in enumerate(batch):
+                lp = torch.log_softmax(logits[row, cstart - 1:len(s) - 1].float(), dim=-1)
+                tgt = torch.tensor(s[cstart:], dtype=torch.long, device=lp.device)
+                out[r][o] = float(lp.gather(-1, tgt[:, None]).sum())
+        return out
+
+    def close(self) -> None:
+        self.model = None

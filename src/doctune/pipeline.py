@@ -1,0 +1,166 @@
+"""Glue shared by the thin scripts in scripts/: logging to the rule's log file, provenance
+sidecars for every output, model fingerprints for caches, and multi-GPU relaunch of training."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .io import atomic_write_text, read_json, sha256_file, stable_hash
+
+DEMO_NOTE = ("DEMO RUN: a tiny random model trained for a few steps; these numbers only exercise "
+             "the pipeline and mean nothing about alignment.")
+
+
+def setup_logging(log_path: str | None) -> logging.Logger:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    err = logging.StreamHandler(sys.stderr)
+    err.setFormatter(fmt)
+    root.addHandler(err)
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_path, mode="a", encoding="utf-8")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    logging.captureWarnings(True)
+    return logging.getLogger("doctune")
+
+
+def _plain(obj: Any) -> Any:
+    """Snakemake params/namedlists -> plain JSON-able values."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def params_dict(sm) -> dict:
+    """The rule's params (the config slice it depends on) as a plain dict."""
+    return {k: _plain(v) for k, v in sm.params.items()}
+
+
+def run(sm, body: Callable[[], Any]) -> Any:
+    """Run a script body with logging, timing and provenance for all of the rule's outputs."""
+    log_path = sm.log[0] if len(sm.log) else None
+    log = setup_logging(log_path)
+    rule = getattr(sm, "rule", "?")
+    log.info("rule %s: start (inputs: %s)", rule, ", ".join(map(str, sm.input)) or "none")
+    t0 = time.time()
+    try:
+        result = body()
+    except Exception:
+        log.exception("rule %s failed", rule)
+        raise
+    write_provenance(list(map(str, sm.output)), list(map(str, sm.input)), params_dict(sm), rule)
+    log.info("rule %s: done in %.1f s", rule, time.time() - t0)
+    return result
+
+
+def write_provenance(outputs: list[str], inputs: list[str], config_slice: dict, rule: str) -> None:
+    try:
+        from .provenance import write_sidecar
+    except ImportError:  # pragma: no cover - provenance module missing
+        logging.getLogger("doctune").warning("doctune.provenance not available: no provenance written")
+        return
+    for out in outputs:
+        if Path(out).exists():
+            write_sidecar(out, inputs, config_slice, rule)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model specs and fingerprints
+# ---------------------------------------------------------------------------------------------
+
+_SMALL = 512 * 1024 * 1024
+
+
+def _path_fingerprint(path: str) -> str | None:
+    p = Path(path)
+    if not p.exists():
+        return None  # a hub id: identified by id + revision
+    parts = []
+    files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file() and "checkpoints" not in x.parts)
+    for f in files:
+        st = f.stat()
+        if st.st_size <= _SMALL:
+            parts.append((f.name, sha256_file(f)))
+        else:  # very large weights: size + mtime (hashing 16 GB per job is not worth it)
+            parts.append((f.name, st.st_size, int(st.st_mtime)))
+    return stable_hash(parts, 32)
+
+
+def model_fingerprint(spec: dict) -> str:
+    """A hash of what a model *is*: base id/revision (or local files) and each adapter's files."""
+    base = spec["base"]
+    parts = [
+        {k: base.get(k) for k in ("path", "revision", "tokenizer", "chat_template", "dtype")},
+        _path_fingerprint(base["path"]),
+        [(a["path"], a.get("merge"), _path_fingerprint(a["path"])) for a in spec.get("adapters", [])],
+    ]
+    return stable_hash(parts, 32)
+
+
+def load_spec(path: str) -> dict:
+    spec = read_json(path)
+    spec["fingerprint"] = model_fingerprint(spec)
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Training launch
+# ---------------------------------------------------------------------------------------------
+
+def prepare_train_dir(out_dir: str, run_key: dict) -> None:
+    """Keep checkpoints only if they belong to the same training run (same data, config, init);
+    otherwise start clean, so a config edit never resumes from a stale checkpoint."""
+    out = Path(out_dir)
+    key = stable_hash(run_key, 32)
+    marker = out / ".run_key"
+    if out.exists() and (not marker.exists() or marker.read_text().strip() != key):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not marker.exists():
+        atomic_write_text(marker, key + "\n")
+
+
+def launch_training(kwargs: dict, gpus: int) -> None:
+    """Train in this process, or under `accelerate launch` with one process per GPU."""
+    if gpus > 1 and "LOCAL_RANK" not in os.environ:
+        args_file = Path(kwargs["out_dir"]) / ".train_args.json"
+        atomic_write_text(args_file, json.dumps(kwargs))
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
+               "-m", "doctune.pipeline", "train", str(args_file)]
+        logging.getLogger("doctune").info("launching: %s", " ".join(cmd))
+        subprocess.run(cmd, check=True)
+        return
+    from .training import train
+
+    train(**kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 2 and argv[0] == "train":
+        setup_logging(None)
+        from .training import train
+
+        train(**json.loads(Path(argv[1]).read_text()))
+        return
+    raise SystemExit("usage: python -m doctune.pipeline train ARGS.json")
+
+
+if __name__ == "__main__":
+    main()

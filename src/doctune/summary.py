@@ -1,0 +1,113 @@
+"""results/summary.tsv: every metric of every model and benchmark, in long format.
+
+Columns: model, benchmark, metric, value, ci_low, ci_high, n, n_missing, status, note, primary.
+A value that could not be computed is written empty (never 0) with status ``missing`` and the
+reason in ``note``. A demo run starts with a ``# DEMO`` comment line and says so in every note;
+read the file with ``pandas.read_csv(path, sep="\\t", comment="#")`` (no cell contains '#').
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .io import DataError, atomic_write_text
+from .stats import DEMO_BANNER, format_tsv, load_metrics_file
+
+COLUMNS = ["model", "benchmark", "metric", "value", "ci_low", "ci_high", "n", "n_missing",
+           "status", "note", "primary"]
+DEMO_NOTE = "DEMO: numbers only exercise the pipeline and mean nothing"
+
+
+def _number(x: Any, where: str) -> float | None:
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise DataError(f"{where}: expected a number or null, got {x!r}")
+    return None if x != x else float(x)
+
+
+def _count(x: Any, where: str) -> int | None:
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, int):
+        raise DataError(f"{where}: expected an integer or null, got {x!r}")
+    return x
+
+
+def _missing_row(model: str, benchmark: str, metric: str, reason: str) -> dict:
+    return {"model": model, "benchmark": benchmark, "metric": metric, "status": "missing",
+            "note": reason}
+
+
+def summary_rows(metrics_files: dict[str, dict[str, str]],
+                 expected: list[tuple[str, str]] | None = None) -> list[dict]:
+    """The summary's rows: models and benchmarks in the order given (then expected pairs that had
+    no file), metrics in file order."""
+    rows: list[dict] = []
+    pairs = [(m, b) for m, per in metrics_files.items() for b in per]
+    for m, b in expected or []:
+        if (m, b) not in pairs:
+            pairs.append((m, b))
+    for model, bench in pairs:
+        path = (metrics_files.get(model) or {}).get(bench)
+        if path is None:
+            rows.append(_missing_row(model, bench, "", "no metrics file was produced for this "
+                                                       "model and benchmark"))
+            continue
+        if not Path(path).exists():
+            rows.append(_missing_row(model, bench, "", f"metrics file {path} does not exist"))
+            continue
+        doc = load_metrics_file(path)
+        status = doc.get("status", "ok")
+        primary = doc.get("primary_metric")
+        metrics = doc.get("metrics") or {}
+        reason = doc.get("reason")
+        if not metrics:
+            why = f"status {status}: {reason}" if reason else f"{path} has no metrics"
+            rows.append(_missing_row(model, bench, primary or "", why))
+            continue
+        for name, m in metrics.items():
+            where = f"{path}: metrics[{name!r}]"
+            row = {"model": model, "benchmark": bench, "metric": name,
+                   "value": _number(m.get("value"), f"{where}.value"),
+                   "ci_low": _number(m.get("ci_low"), f"{where}.ci_low"),
+                   "ci_high": _number(m.get("ci_high"), f"{where}.ci_high"),
+                   "n": _count(m.get("n"), f"{where}.n"),
+                   "n_missing": _count(m.get("n_missing"), f"{where}.n_missing"),
+                   "primary": name == primary}
+            notes = []
+            if status != "ok":
+                row["status"] = "missing"
+                notes.append(f"metrics status {status}" + (f": {reason}" if reason else ""))
+            elif row["value"] is None:
+                row["status"] = "missing"
+                notes.append(m.get("reason") or m.get("note") or "value could not be computed")
+            else:
+                row["status"] = "ok"
+                if row["n_missing"]:
+                    notes.append(f"{row['n_missing']} unit(s) missing")
+            if row["status"] == "missing":
+                for k in ("value", "ci_low", "ci_high"):
+                    row[k] = None if status != "ok" else row[k]
+            row["note"] = "; ".join(notes) or None
+            rows.append(row)
+    return rows
+
+
+def write_summary(metrics_files: dict[str, dict[str, str]], out: str, demo: bool = False,
+                  expected: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Write the summary TSV and its provenance sidecar; returns the rows.
+
+    metrics_files = {model: {benchmark: path}}; expected = (model, benchmark) pairs that must
+    appear (a pair without a file gets a ``missing`` row)."""
+    rows = summary_rows(metrics_files, expected)
+    if demo:
+        for r in rows:
+            r["note"] = "; ".join(x for x in (DEMO_NOTE, r.get("note")) if x)
+    atomic_write_text(out, format_tsv(rows, COLUMNS, DEMO_BANNER if demo else None))
+    from .provenance import write_sidecar
+
+    inputs = [p for per in metrics_files.values() for p in per.values() if Path(p).exists()]
+    write_sidecar(out, inputs, {"demo": demo, "expected": [list(x) for x in expected or []]},
+                  rule="summary")
+    return rows
