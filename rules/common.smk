@@ -117,3 +117,36 @@ def gpu_resources_max(*sections):
 
 def corpus_res(corpus, key):
     return resources_of(config["generators"][config["corpora"][corpus]["generator"]])[key]
+
+
+TRAIN_RES = resources_of(config["training"])
+EVAL_RES = resources_of(config["evaluation"])
+
+
+def instruct_corpus_docs(wildcards):
+    c = config["instruct_data"].get("corpus")
+    if c and config["instruct_data"].get("match_welfare_tokens"):
+        return [f"results/documents/{c}.jsonl"]
+    return []
+
+
+def arm_data(arm):
+    a = config["arms"][arm]
+    if a["method"] == "doc":
+        corpora = a["corpus"] if isinstance(a["corpus"], list) else [a["corpus"]]
+        return [f"results/documents/{c}.jsonl" for c in corpora]
+    if a.get("data") in (None, "instruct"):
+        return ["results/data/instruct.jsonl"]
+    return [a["data"]]
+
+
+def judge_gpus(wc):
+    uses_hf = any(config["judges"][j]["backend"] == "hf" for j in config["benchmarks"][wc.judged]["judges"])
+    return EVAL_RES["gpu"] if uses_hf else 0
+
+
+def metrics_input(wc):
+    kind = BENCH_KIND[wc.benchmark]
+    if kind == "lm_eval":
+        return f"results/lm_eval/{wc.model}/{wc.benchmark}.json"
+    return f"results/scores/{wc.model}/{wc.benchmark}.jsonl"

@@ -1,13 +1,6 @@
 # Stage 2: training data for the instruction-tuning control and for post-training.
 
 
-def instruct_corpus_docs(wildcards):
-    c = config["instruct_data"].get("corpus")
-    if c and config["instruct_data"].get("match_welfare_tokens"):
-        return [f"results/documents/{c}.jsonl"]
-    return []
-
-
 rule instruct_data:
     """Question-answer pairs on the corpus themes, for the instruction-tuning control arm."""
     input:

@@ -56,7 +56,7 @@ rule specs:
         "results/specs/{corpus}.jsonl",
     params:
         corpus=lambda wc: config["corpora"][wc.corpus],
-        resources_dir=RES,
+        resources_dir=lambda wc, input: str(Path(input.grid[0]).parent.parent),
     log:
         "results/logs/specs/{corpus}.log",
     benchmark:

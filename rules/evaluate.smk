@@ -1,11 +1,5 @@
 # Stage 4: completions, judging, log-probability benchmarks, lm-eval tasks and per-model metrics.
 
-EVAL_RES = resources_of(config["evaluation"])
-
-
-def judge_gpus(wc):
-    uses_hf = any(config["judges"][j]["backend"] == "hf" for j in config["benchmarks"][wc.judged]["judges"])
-    return EVAL_RES["gpu"] if uses_hf else 0
 
 
 rule completions:
@@ -102,13 +96,6 @@ rule lm_eval:
         "../envs/evaluate.yaml"
     script:
         "../scripts/lm_eval.py"
-
-
-def metrics_input(wc):
-    kind = BENCH_KIND[wc.benchmark]
-    if kind == "lm_eval":
-        return f"results/lm_eval/{wc.model}/{wc.benchmark}.json"
-    return f"results/scores/{wc.model}/{wc.benchmark}.jsonl"
 
 
 rule metrics:

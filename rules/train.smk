@@ -3,17 +3,6 @@
 # checkpoints in results/models/{model}/checkpoints and resumes from them when retried.
 
 
-def arm_data(arm):
-    a = config["arms"][arm]
-    if a["method"] == "doc":
-        corpora = a["corpus"] if isinstance(a["corpus"], list) else [a["corpus"]]
-        return [f"results/documents/{c}.jsonl" for c in corpora]
-    if a.get("data") in (None, "instruct"):
-        return ["results/data/instruct.jsonl"]
-    return [a["data"]]
-
-
-TRAIN_RES = resources_of(config["training"])
 
 
 rule train_arm:

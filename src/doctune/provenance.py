@@ -82,7 +82,7 @@ def git_info() -> dict[str, Any]:
     root = Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True, text=True,
                               timeout=30, check=True).stdout.strip()
 
     try:
@@ -155,12 +155,12 @@ def _status(path: Path, recorded: str | None) -> tuple[str, str | None]:
     current = sha256_path(path)
     if recorded is None:
         return "no hash recorded", current
-    return ("current" if current == recorded else "stale (changed since recorded)"), current
+    return ("current" if current == recorded else "stale"), current
 
 
 def trace(path: str, root: str | None = None) -> dict:
     """The provenance tree of a file: {"path", "status", "recorded_sha256", "current_sha256",
-    "rule", "sidecar", "inputs": [subtrees]}. Statuses: current, stale (changed since recorded),
+    "rule", "record", "inputs": [subtrees]}. Statuses: current, stale (changed since recorded),
     missing, no hash recorded (an input that did not exist when recorded), no record (the traced
     file itself has no sidecar); "record" is the sidecar's path or None for a source file."""
     p = Path(path)
@@ -226,7 +226,9 @@ def format_trace(tree: dict) -> str:
         if n.get("note"):
             lines.append(f"{ind}   note: {n['note']}")
     bad = [n for _, n in iter_links(tree) if n["status"] != "current"]
-    lines.append("all links current" if not bad else
+    lines.append("all links current (each file's sha256 equals the one recorded)" if not bad else
                  f"{len(bad)} link(s) not current: " + ", ".join(
-                     f"{n['path']} ({n['status']})" for n in bad))
+                     f"{n['path']} ({n['status']})" for n in bad)
+                 + "\n(stale = the file changed after the step that used it was recorded; "
+                   "rerun the pipeline to bring it up to date)")
     return "\n".join(lines)

@@ -122,8 +122,8 @@ class Paths:
     def mysql_socket(self): return self.run / "mysqld.sock"
     @property
     def munge_key(self): return self.etc / "munge.key"
-    @property
-    def munge_socket(self): return self.run / "munge.socket"
+    # Slurm's client commands (sacctmgr, sacct) reach munged only through its default socket.
+    munge_socket: Path = Path("/run/munge/munge.socket.2")
     @property
     def db_password(self): return self.etc / "db_password"
 
@@ -202,7 +202,6 @@ def render_slurm_conf(cfg: ClusterConfig, paths: Paths, hw: NodeHardware) -> str
         f"SlurmdPort={cfg.slurmd_port}",
         "AuthType=auth/munge",
         "CredType=cred/munge",
-        f"AuthInfo=socket={paths.munge_socket}",
         f"StateSaveLocation={paths.spool / 'ctld'}",
         f"SlurmdSpoolDir={paths.spool / 'd'}",
         f"SlurmctldPidFile={paths.pidfile('slurmctld')}",
@@ -248,7 +247,6 @@ def render_slurmdbd_conf(cfg: ClusterConfig, paths: Paths, password: str) -> str
     lines = [
         "# Written by doctune.slurm.",
         "AuthType=auth/munge",
-        f"AuthInfo=socket={paths.munge_socket}",
         "DbdHost=localhost",
         f"DbdPort={cfg.slurmdbd_port}",
         "SlurmUser=root",
@@ -402,9 +400,22 @@ def ensure_installed(quiet: bool = True) -> None:
 
 # ----------------------------------------------------------------------------- start / stop
 
+def _munge_works(paths: Paths) -> bool:
+    if not paths.munge_socket.exists() or not shutil.which("munge"):
+        return False
+    enc = subprocess.run(["munge", "-n", f"--socket={paths.munge_socket}"], capture_output=True)
+    if enc.returncode != 0:
+        return False
+    dec = subprocess.run(["unmunge", f"--socket={paths.munge_socket}"], input=enc.stdout,
+                         capture_output=True)
+    return dec.returncode == 0
+
+
 def _start_munge(paths: Paths) -> None:
-    if running_pid(paths, "munged"):
+    """Start our munged on the default socket unless a munged (ours or the system's) serves it."""
+    if running_pid(paths, "munged") or _munge_works(paths):
         return
+    paths.munge_socket.parent.mkdir(parents=True, exist_ok=True)
     if not paths.munge_key.exists():
         _run(["mungekey", "--create", "--keyfile", str(paths.munge_key)], paths)
     os.chmod(paths.munge_key, 0o600)
@@ -413,7 +424,7 @@ def _start_munge(paths: Paths) -> None:
     _run(["munged", "--force", f"--socket={paths.munge_socket}", f"--key-file={paths.munge_key}",
           f"--pid-file={paths.pidfile('munged')}", f"--log-file={paths.logfile('munged')}",
           f"--seed-file={paths.run / 'munged.seed'}"], paths)
-    _wait(lambda: running_pid(paths, "munged") and paths.munge_socket.exists(), 20, "munged",
+    _wait(lambda: running_pid(paths, "munged") and _munge_works(paths), 20, "munged",
           paths.logfile("munged"))
 
 

@@ -186,7 +186,7 @@ class MetricData:
     n: int | None = None
     n_missing: int | None = None
     items: dict[str, float] | None = None
-    n_null_items: int = 0
+    null_items: set = field(default_factory=set)  # item ids whose score is null
     missing: str | None = None  # reason, when the metric is not available
     notes: list[str] = field(default_factory=list)
 
@@ -261,7 +261,7 @@ def metric_data(doc: dict | str, metric: str, model: str) -> MetricData:
         for k, v in raw_items.items():
             s = _num(v, f"{path}: items[{metric!r}][{k!r}]")
             if s is None:
-                md.n_null_items += 1
+                md.null_items.add(str(k))
             else:
                 items[str(k)] = s
         md.items = items
@@ -458,20 +458,20 @@ def compare_one(benchmark: str, metric: str, model_a: str, model_b: str, family:
     level = cfg["ci_level"]
     rng = _rng(cfg["seed"], benchmark, metric, model_a, model_b)
     for name, md in ((model_a, ma), (model_b, mb)):
-        if md.n_null_items:
-            notes.append(f"{name}: {md.n_null_items} item score(s) null, left out")
+        if md.null_items:
+            notes.append(f"{name}: {len(md.null_items)} item score(s) null, left out")
 
     if ma.items and mb.items:
         shared = sorted(set(ma.items) & set(mb.items))
-        union = set(ma.items) | set(mb.items)
+        union = set(ma.items) | set(mb.items) | ma.null_items | mb.null_items
         if len(shared) >= 2:
             a = np.array([ma.items[k] for k in shared])
             b = np.array([mb.items[k] for k in shared])
             d = a - b
             n = len(d)
             row["n"] = n
-            row["n_missing"] = len(union) - n + ma.n_null_items + mb.n_null_items
-            if len(shared) < len(union):
+            row["n_missing"] = len(union) - n
+            if n < len(union):
                 notes.append(f"paired on the {n} shared items only ({model_a} has "
                              f"{len(ma.items)}, {model_b} has {len(mb.items)})")
             row["diff"] = float(d.mean())
@@ -490,7 +490,7 @@ def compare_one(benchmark: str, metric: str, model_a: str, model_b: str, family:
             x = np.array(list(ma.items.values()))
             y = np.array(list(mb.items.values()))
             row["n"] = len(x) + len(y)
-            row["n_missing"] = ma.n_null_items + mb.n_null_items
+            row["n_missing"] = len(ma.null_items) + len(mb.null_items)
             notes.append(f"items do not align ({len(shared)} shared ids): unpaired tests on "
                          f"{len(x)} vs {len(y)} items")
             row["diff"] = float(x.mean() - y.mean())

@@ -34,7 +34,7 @@ def _norm(text: str) -> str:
 
 def count_key_phrases(text: str, phrases: list[str]) -> dict[str, int]:
     t = _norm(text)
-    return {p: t.count(_norm(p)) for p in phrases}
+    return {p: len(re.findall(r"(?<= )" + re.escape(_norm(p).strip()) + r"(?= )", t)) for p in phrases}
 
 
 @dataclass

@@ -7,7 +7,7 @@ bench_cfg keys:
                                    id, so the benchmark runs offline. Only for HellaSwag-format tasks.
     limit         (int|float, optional) lm-eval's limit (number, or fraction < 1, of documents)
     num_fewshot   (int, optional)  default: the task's own (0 for HellaSwag)
-    batch_size    (int, default 8)
+    batch_size    (int or "auto", default 8)
     bootstrap_iters (int, default 1000) for stderr of non-mean aggregations
     dtype/device  (optional)       passed to doctune.models.load_model
 
@@ -157,7 +157,10 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
 
         model, tokenizer = load_model(spec, device=bench_cfg.get("device"), dtype=bench_cfg.get("dtype"),
                                       merge_all=True)
-    batch_size = int(bench_cfg.get("batch_size") or 8)
+    batch_size = bench_cfg.get("batch_size") or 8
+    if not (batch_size == "auto" or (isinstance(batch_size, int) and batch_size >= 1)):
+        raise ValueError(f"lm_eval benchmark {task!r}: batch_size must be a positive integer or 'auto', "
+                         f"got {batch_size!r}")
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     use_cache = None
     if cache_dir:

@@ -168,11 +168,11 @@ class LoopbackGemini:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
-                if self.latency_s:
-                    await asyncio.sleep(self.latency_s)
                 p = prompt_text(body)
                 seen = self.counts[p]
-                self.counts[p] += 1
+                self.counts[p] += 1      # counted on arrival: a request in flight at a kill is counted
+                if self.latency_s:
+                    await asyncio.sleep(self.latency_s)
                 status, reply = self.responder(body, seen)
             finally:
                 self._in_flight -= 1

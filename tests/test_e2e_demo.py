@@ -1,0 +1,175 @@
+"""End to end: the whole demo DAG in a temporary copy of the repository, then partial reruns,
+the report and the provenance trail on the finished run."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+pytestmark = pytest.mark.slow
+
+
+def copy_repo(dst: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        src = REPO / f
+        if src.is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+    return dst
+
+
+def smk(workdir: Path, *args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    proc = subprocess.run(SNAKEMAKE + list(args), cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, configfile: str) -> dict[str, int]:
+    """Rule -> job count of a dry run (empty when nothing would run)."""
+    out = smk(workdir, "results/summary.tsv", "results/stats/comparisons.tsv", "--configfile", configfile,
+              "-n", "-c1").stdout
+    jobs: dict[str, int] = {}
+    m = re.search(r"Job stats:\n(.*?)\n\n", out + "\n\n", re.S)
+    if not m:
+        return jobs
+    for line in m.group(1).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    work = copy_repo(tmp_path_factory.mktemp("demo"))
+    smk(work, "--configfile", "config/demo.yaml", "-c2")
+    return work
+
+
+def read_summary(path: Path) -> list[dict]:
+    lines = [l for l in path.read_text().splitlines() if not l.startswith("#")]
+    return list(csv.DictReader(lines, delimiter="\t"))
+
+
+EXPECTED = {
+    "ahb": ["overall_mean", "dimension_normalized_avg"],
+    "compassion": ["overall_mean", "dimension_normalized_avg"],
+    "ai_risk": ["matching_rate", "matching_prob"],
+    "strongreject": ["score", "refusal_rate"],
+    "lm_eval": ["acc", "acc_norm"],
+}
+
+
+def test_summary_has_every_model_benchmark_metric(demo_run):
+    from doctune.config import eval_models, validate_config
+
+    cfg = validate_config(yaml.safe_load((demo_run / "config/demo.yaml").read_text()),
+                          demo_run / "config/schema.yaml")
+    text = (demo_run / "results/summary.tsv").read_text()
+    assert "DEMO" in text.splitlines()[0], "the demo summary must say its numbers only exercise the pipeline"
+    rows = read_summary(demo_run / "results/summary.tsv")
+    have = {(r["model"], r["benchmark"], r["metric"]) for r in rows}
+    models = eval_models(cfg)
+    assert {"base", "doc", "instruct", "control", "doc.post4", "instruct.post4"} <= set(models)
+    for model in models:
+        for bench, bcfg in cfg["benchmarks"].items():
+            for metric in EXPECTED[bcfg["kind"]]:
+                assert (model, bench, metric) in have, f"summary lacks {model} / {bench} / {metric}"
+    # AHB per-dimension rows exist too
+    assert any(r["benchmark"] == "ahb" and r["metric"].startswith("dimension:") for r in rows)
+    # values are numbers computed from the files before them, or explicitly missing (never a fake 0)
+    for r in rows:
+        if r["value"] != "":
+            float(r["value"])
+
+
+def test_summary_values_trace_back_to_metrics_files(demo_run):
+    import json
+
+    rows = read_summary(demo_run / "results/summary.tsv")
+    for r in rows[:50]:
+        m = json.loads((demo_run / f"results/metrics/{r['model']}/{r['benchmark']}.json").read_text())
+        v = m["metrics"][r["metric"]]["value"]
+        if v is None:
+            assert r["value"] == ""
+        else:
+            assert abs(float(r["value"]) - v) < 1e-9
+
+
+def test_comparisons_table(demo_run):
+    lines = [l for l in (demo_run / "results/stats/comparisons.tsv").read_text().splitlines() if not l.startswith("#")]
+    rows = list(csv.DictReader(lines, delimiter="\t"))
+    assert list(rows[0])[:10] == ["benchmark", "metric", "model_a", "model_b", "diff", "ci_low", "ci_high",
+                                  "p_value", "test", "n"]
+    pairs = {(r["model_a"], r["model_b"]) for r in rows}
+    assert {("doc", "instruct"), ("doc.post4", "instruct.post4"), ("doc", "control")} <= pairs
+
+
+def test_plots_and_logs_exist(demo_run):
+    for p in ["robustness.png", "dimension_profile.png", "loss_curves.png"]:
+        assert (demo_run / "results/plots" / p).stat().st_size > 1000
+    assert (demo_run / "results/logs/train/doc.log").exists()
+    assert (demo_run / "results/benchmarks/train/doc.tsv").exists()
+
+
+def test_nothing_reruns_when_nothing_changed(demo_run):
+    assert planned_jobs(demo_run, "config/demo.yaml") == {}
+
+
+def _edited_config(demo_run: Path, name: str, edit) -> str:
+    cfg = yaml.safe_load((demo_run / "config/demo.yaml").read_text())
+    edit(cfg)
+    path = demo_run / "config" / name
+    path.write_text(yaml.safe_dump(cfg))
+    return f"config/{name}"
+
+
+def test_judge_setting_reruns_only_judging_and_after(demo_run):
+    def edit(cfg):
+        cfg["judges"]["tiny_judge"]["temperature"] = 0.5
+
+    jobs = planned_jobs(demo_run, _edited_config(demo_run, "edit_judge.yaml", edit))
+    assert jobs.get("judge", 0) > 0
+    assert not {"documents", "specs", "train_arm", "post_train", "completions", "instruct_data"} & set(jobs), jobs
+
+
+def test_lora_setting_reruns_that_arm_and_after(demo_run):
+    def edit(cfg):
+        cfg["arms"]["control"]["training"] = {"lora": {"r": 2}}
+
+    jobs = planned_jobs(demo_run, _edited_config(demo_run, "edit_lora.yaml", edit))
+    assert jobs.get("train_arm") == 1, jobs
+    assert not {"documents", "specs", "instruct_data", "post_train"} & set(jobs), jobs  # control is not post-trained
+    assert jobs.get("completions", 0) > 0
+
+
+def test_report_builds_offline(demo_run):
+    smk(demo_run, "--configfile", "config/demo.yaml", "--report", "report.html")
+    html = (demo_run / "report.html").read_text(errors="ignore")
+    assert "robustness" in html.lower()
+
+
+def test_provenance_trace(demo_run):
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "doctune.cli", "trace", "results/summary.tsv"], cwd=demo_run,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "results/specs/" in out and "current" in out.lower()
+    assert "GEMINI" not in out and "API_KEY" not in out

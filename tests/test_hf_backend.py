@@ -1,0 +1,149 @@
+"""HFBackend: batched generation (order, seeds, stop/length) and exact option log-probabilities."""
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from doctune.llm.base import GenRequest  # noqa: E402
+from doctune.llm.hf import HFBackend, SeededSampler  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_spec):
+    return HFBackend({"backend": "hf", "spec": tiny_spec, "batch_size": 3})
+
+
+def _reqs(n, temperature=1.0, top_p=0.9, mnt=10):
+    return [GenRequest(key=f"r{i}", messages=[{"role": "user", "content": "tell me about hens " * (1 + i % 4)}],
+                       max_new_tokens=mnt, temperature=temperature, top_p=top_p, seed=100 + i) for i in range(n)]
+
+
+def _other(backend, batch_size):
+    return HFBackend({"backend": "hf", "spec": backend.spec, "batch_size": batch_size},
+                     model=backend.model, tokenizer=backend.tok)
+
+
+def test_results_in_request_order_with_counts(backend):
+    reqs = _reqs(7)
+    seen = []
+    res = backend.generate(reqs, on_result=lambda r: seen.append(r.key))
+    assert [r.key for r in res] == [r.key for r in reqs]
+    assert sorted(seen) == sorted(r.key for r in reqs)
+    for req, r in zip(reqs, res):
+        assert r.input_tokens == len(backend.prompt_ids(req))
+        assert 1 <= r.output_tokens <= req.max_new_tokens
+        assert r.finish_reason in ("stop", "length")
+        assert r.model == "base"
+
+
+def test_sampling_depends_only_on_request_seed(backend):
+    reqs = _reqs(7)
+    a = [r.text for r in backend.generate(reqs)]
+    b = [r.text for r in _other(backend, 1).generate(list(reversed(reqs)))][::-1]
+    c = [r.text for r in _other(backend, 7).generate(reqs)]
+    assert a == b == c
+    # another seed gives another sample (for at least one of seven 10-token samples)
+    reseeded = [GenRequest(**{**r.settings(), "key": r.key, "seed": r.seed + 1}) for r in reqs]
+    assert [r.text for r in backend.generate(reseeded)] != a
+
+
+def test_greedy_batched_matches_single(backend):
+    reqs = _reqs(5, temperature=0.0)
+    batched = [r.text for r in _other(backend, 5).generate(reqs)]
+    single = [_other(backend, 1).generate([r])[0].text for r in reqs]
+    assert batched == single
+
+
+def test_mixed_settings_are_grouped(backend):
+    reqs = _reqs(4, mnt=3) + _reqs(3, temperature=0.0, mnt=6)
+    for i, r in enumerate(reqs):
+        r.key = f"k{i}"
+    res = backend.generate(reqs)
+    assert [r.key for r in res] == [r.key for r in reqs]
+    assert all(r.output_tokens <= 3 for r in res[:4]) and all(r.output_tokens <= 6 for r in res[4:])
+
+
+def test_stop_on_eos_and_length(tiny_spec, backend):
+    req = _reqs(1, temperature=0.0, mnt=5)[0]
+    first = backend.generate([req])[0]
+    assert first.finish_reason == "length" and first.output_tokens == 5
+    # make the greedy first token an end-of-sequence id: generation stops at once
+    ids = backend.prompt_ids(req)
+    with torch.no_grad():
+        nxt = int(backend.model(torch.tensor([ids])).logits[0, -1].argmax())
+    b = _other(backend, 2)
+    b.eos_ids = [nxt]
+    r = b.generate([req])[0]
+    assert r.finish_reason == "stop" and r.text == "" and r.output_tokens == 1
+
+
+def test_ignore_eos_runs_to_length(backend):
+    b = HFBackend({"backend": "hf", "spec": backend.spec, "batch_size": 4, "ignore_eos": True},
+                  model=backend.model, tokenizer=backend.tok)
+    res = b.generate(_reqs(4, mnt=7))
+    assert all(r.output_tokens == 7 and r.finish_reason == "length" for r in res)
+
+
+def test_seeded_sampler_matches_softmax_and_top_p():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    n = 6000
+    scores = logits.repeat(n, 1)
+    s = SeededSampler(list(range(n)), prompt_len=3, temperature=1.0, top_p=1.0)
+    out = s(torch.zeros((n, 3), dtype=torch.long), scores.clone())
+    picks = out.argmax(-1)
+    assert torch.all(torch.isfinite(out).sum(-1) == 1)
+    freq = torch.bincount(picks, minlength=4).float() / n
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03)
+    # top_p = 0.7 keeps the smallest prefix reaching 0.7: tokens 0 and 1, renormalised 5/8, 3/8
+    s2 = SeededSampler(list(range(n)), prompt_len=3, temperature=1.0, top_p=0.7)
+    picks2 = s2(torch.zeros((n, 3), dtype=torch.long), scores.clone()).argmax(-1)
+    freq2 = torch.bincount(picks2, minlength=4).float() / n
+    assert freq2[2] == 0 and freq2[3] == 0
+    assert abs(float(freq2[0]) - 0.625) < 0.03
+    # same seed and step -> same token; the stream moves on with the step
+    again = s(torch.zeros((n, 3), dtype=torch.long), scores.clone()).argmax(-1)
+    assert torch.equal(again, picks)
+    later = s(torch.zeros((n, 4), dtype=torch.long), scores.clone()).argmax(-1)
+    assert not torch.equal(later, picks)
+
+
+def _manual_logprob(backend, prompt_ids, option):
+    c = backend.tok(option, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + c])
+    with torch.no_grad():
+        lp = torch.log_softmax(backend.model(ids).logits[0].float(), -1)
+    return sum(float(lp[len(prompt_ids) - 1 + k, t]) for k, t in enumerate(c))
+
+
+def test_option_logprobs_exact_and_batched(backend):
+    reqs = _reqs(4)
+    reqs.append(GenRequest(key="raw", messages=[{"role": "user", "content": "Question: is it so?\n\nAnswer:"}],
+                           raw_prompt=True))
+    options = [["0", "1"], [" (A)", " (B)"], ["(A)", "(B)", "a longer option text"], ["yes"], ["1", "0"]]
+    b1 = _other(backend, 1)
+    b1.score_batch_size = 1
+    one = b1.option_logprobs(reqs, options)
+    b7 = _other(backend, 7)
+    many = b7.option_logprobs(reqs, options)
+    for req, opts, row1, rowk in zip(reqs, options, one, many):
+        assert len(row1) == len(opts)
+        for o, x, y in zip(opts, row1, rowk):
+            assert x < 0 and math.isfinite(x)
+            assert abs(x - y) < 1e-4
+            assert abs(x - _manual_logprob(backend, backend.prompt_ids(req), o)) < 1e-4
+
+
+def test_option_logprobs_errors(backend):
+    with pytest.raises(ValueError, match="option lists"):
+        backend.option_logprobs(_reqs(2), [["a"]])
+    with pytest.raises(ValueError, match="tokenises to nothing"):
+        backend.option_logprobs(_reqs(1), [[""]])
+
+
+def test_chat_prompt_uses_template_without_double_bos(backend):
+    req = _reqs(1)[0]
+    ids = backend.prompt_ids(req)
+    bos = backend.tok.bos_token_id
+    assert ids[0] == bos and ids.count(bos) == 1
+    assert backend.tok.decode(ids).rstrip().endswith("<|assistant|>")

@@ -1,0 +1,138 @@
+"""Provenance records, sidecars and `doctune trace` on a hand-made chain of files."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from doctune import cli, provenance as P
+from doctune.io import canonical_json, sha256_path
+
+
+def test_redaction_keeps_settings_and_hides_secrets():
+    cfg = {"api_key": "sk-123", "generators": {"g": {"max_new_tokens": 64, "hf_token": "hf_x",
+                                                     "apiKey": "A", "tokenizer": "tok/path",
+                                                     "client_secret": "s", "tokens_per_minute": 9,
+                                                     "api_key_env": "GEMINI_API_KEY"}},
+           "list": [{"password": "p"}], "require_key_phrases": 0}
+    red = P.redact(cfg)
+    g = red["generators"]["g"]
+    assert red["api_key"] == P.REDACTED and g["hf_token"] == P.REDACTED
+    assert g["apiKey"] == P.REDACTED and g["client_secret"] == P.REDACTED
+    assert g["api_key_env"] == P.REDACTED and red["list"][0]["password"] == P.REDACTED
+    assert g["max_new_tokens"] == 64 and g["tokens_per_minute"] == 9
+    assert g["tokenizer"] == "tok/path" and red["require_key_phrases"] == 0
+    assert cfg["api_key"] == "sk-123"  # not modified in place
+    # the hash is over the redacted slice: recomputable from the record, blind to the secret
+    assert P.config_hash(cfg) == P.config_hash({**cfg, "api_key": "other"})
+    assert P.config_hash(cfg) != P.config_hash({**cfg, "require_key_phrases": 1})
+    import hashlib
+    assert P.config_hash(cfg) == hashlib.sha256(canonical_json(red).encode()).hexdigest()
+
+
+def test_record_has_no_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEMINI_API_KEY", "super-secret-value-123")
+    f = tmp_path / "in.txt"
+    f.write_text("x")
+    d = tmp_path / "dir"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "a.bin").write_bytes(b"abc")
+    rec = P.record({"k": 1, "token": "tok-value-456"}, [str(f), str(d), str(tmp_path / "nope")],
+                   "rule_x")
+    text = json.dumps(rec)
+    assert "super-secret-value-123" not in text and "tok-value-456" not in text
+    assert rec["inputs"][str(f)] == sha256_path(f) and rec["inputs"][str(d)] == sha256_path(d)
+    assert rec["inputs"][str(tmp_path / "nope")] is None
+    assert rec["rule"] == "rule_x" and len(rec["config_hash"]) == 64
+    assert rec["versions"]["numpy"] and rec["versions"]["scipy"] and "python" in rec["versions"]
+    assert set(rec["git"]) == {"commit", "dirty", "repo"}
+
+
+def test_sidecar_path():
+    assert str(P.sidecar_path("results/stats/comparisons.tsv")) == \
+        "results/provenance/stats/comparisons.tsv.json"
+    assert str(P.sidecar_path("/x/results/models/doc/")) == "/x/results/provenance/models/doc.json"
+    assert str(P.sidecar_path("out/file.tsv")) == "out/provenance/file.tsv.json"
+    with pytest.raises(ValueError):
+        P.sidecar_path("results/provenance/x.json")
+
+
+@pytest.fixture
+def chain(tmp_path, monkeypatch):
+    """resources/grid.yaml -> specs -> documents -> metrics (2 models) -> summary."""
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("resources")
+    os.makedirs("results/specs")
+    os.makedirs("results/documents")
+    os.makedirs("results/metrics/doc")
+    os.makedirs("results/metrics/base")
+    open("resources/grid.yaml", "w").write("institutions: [a, b]\n")
+    open("results/specs/c.jsonl", "w").write('{"id": 1}\n')
+    P.write_sidecar("results/specs/c.jsonl", ["resources/grid.yaml"], {"n": 2}, "specs")
+    open("results/documents/c.jsonl", "w").write('{"id": 1, "text": "t"}\n')
+    P.write_sidecar("results/documents/c.jsonl", ["results/specs/c.jsonl"], {"gen": "g"}, "documents")
+    for m in ("doc", "base"):
+        open(f"results/metrics/{m}/ahb.json", "w").write('{"status": "ok"}')
+        ins = ["results/documents/c.jsonl"] if m == "doc" else []
+        P.write_sidecar(f"results/metrics/{m}/ahb.json", ins, {}, "metrics")
+    open("results/summary.tsv", "w").write("model\n")
+    P.write_sidecar("results/summary.tsv", ["results/metrics/doc/ahb.json",
+                                            "results/metrics/base/ahb.json"], {}, "summary")
+    return tmp_path
+
+
+def statuses(tree):
+    return {n["path"]: n["status"] for _, n in P.iter_links(tree)}
+
+
+def test_trace_current_chain(chain, capsys):
+    tree = P.trace("results/summary.tsv")
+    st = statuses(tree)
+    assert st == {"results/summary.tsv": "current", "results/metrics/doc/ahb.json": "current",
+                  "results/metrics/base/ahb.json": "current",
+                  "results/documents/c.jsonl": "current", "results/specs/c.jsonl": "current",
+                  "resources/grid.yaml": "current"}
+    rules = [n["rule"] for _, n in P.iter_links(tree)]
+    assert rules == ["summary", "metrics", "documents", "specs", None, "metrics"]
+    assert cli.main(["trace", "results/summary.tsv", "--strict"]) == 0
+    out = capsys.readouterr().out
+    assert "all links current" in out and "rule documents" in out
+    assert "no record (source)" in out and sha256_path("resources/grid.yaml")[:12] in out
+
+
+def test_trace_stale_and_missing(chain, capsys):
+    # an input changed after its dependants were made -> every link recording it is stale
+    open("results/specs/c.jsonl", "w").write('{"id": 2}\n')
+    open("resources/grid.yaml", "a").write("# edited\n")
+    os.remove("results/metrics/base/ahb.json")
+    tree = P.trace("results/summary.tsv")
+    st = statuses(tree)
+    assert st["results/specs/c.jsonl"].startswith("stale")
+    assert st["resources/grid.yaml"].startswith("stale")
+    assert st["results/metrics/base/ahb.json"] == "missing"
+    assert st["results/documents/c.jsonl"] == "current"
+    assert cli.main(["trace", "results/summary.tsv", "--strict"]) == 1
+    out = capsys.readouterr().out
+    assert "3 link(s) not current" in out and "now " in out
+    assert cli.main(["trace", "results/summary.tsv", "--json"]) == 0
+    tree_json = json.loads(capsys.readouterr().out)
+    assert tree_json["inputs"][1]["status"] == "missing"
+
+
+def test_trace_from_another_directory_and_no_record(chain, tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    tree = P.trace(str(chain / "results" / "summary.tsv"))
+    assert set(statuses(tree).values()) == {"current"}
+    (chain / "results" / "loose.txt").write_text("x")
+    assert P.trace(str(chain / "results" / "loose.txt"))["status"] == "no record"
+    assert cli.main(["trace", str(chain / "nothing.txt")]) == 2
+
+
+def test_console_script_help():
+    res = subprocess.run([sys.executable, "-m", "doctune.cli", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert "trace" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "doctune.cli", "trace", "--help"],
+                         capture_output=True, text=True, check=True)
+    assert "stale" in res.stdout
