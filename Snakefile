@@ -8,7 +8,12 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from doctune.config import validate_config
 
-configfile: "config/config.yaml"
+# config/config.yaml (the paper) is the default; a --configfile on the command line replaces it
+# rather than being merged into it, so the demo never inherits the paper's arms.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
+
 
 # Validate before any job starts: a wrong key or value stops here, naming the key.
 config.update(validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml"))

@@ -91,7 +91,7 @@ def generate_instruct_data(out: str, report: str, generator_cfg: dict, instruct_
     kp = cdef["key_phrases"]
     target = corpus_welfare_tokens(corpus_documents, kp) if corpus_documents else None
 
-    def ok_words(res: GenResult):
+    def ok_words(_plan: dict, res: GenResult):
         return (len((res.text or "").split()) >= min_words), "too_short"
 
     rows: list[dict] = []
