@@ -79,6 +79,13 @@ def robustness_curve(metrics_files: dict[str, dict[str, str]], arms: list[str],
         series[arm] = {"value": vals, "ci_low": lows, "ci_high": highs}
         line, = ax.plot(xs, vals, marker="o", label=arm)
         ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
+        # whiskers too, so a point between two gaps still shows its interval
+        ok = [i for i in range(len(xs)) if not (math.isnan(vals[i]) or math.isnan(lows[i])
+                                                  or math.isnan(highs[i]))]
+        if ok:
+            ax.errorbar([xs[i] for i in ok], [vals[i] for i in ok],
+                        yerr=[[vals[i] - lows[i] for i in ok], [highs[i] - vals[i] for i in ok]],
+                        fmt="none", ecolor=line.get_color(), capsize=3, linewidth=1)
     ax.set_xlabel("post-training samples (0 = arm before post-training)")
     ax.set_ylabel(resolved or "score")
     ax.set_xticks(xs)

@@ -264,7 +264,7 @@ def render_slurmdbd_conf(cfg: ClusterConfig, paths: Paths, password: str) -> str
 
 
 def write_configs(cfg: ClusterConfig, paths: Paths, hw: NodeHardware | None = None) -> None:
-    """Write slurm.conf, gres.conf, cgroup.conf and slurmdbd.conf (mode 600) under state_dir/etc."""
+    """Write slurm.conf, gres.conf and slurmdbd.conf (mode 600) under state_dir/etc."""
     hw = hw or detect_hardware()
     for d in (paths.etc, paths.log, paths.run, paths.spool / "ctld", paths.spool / "d", paths.dev):
         d.mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,7 @@ def write_configs(cfg: ClusterConfig, paths: Paths, hw: NodeHardware | None = No
     password = paths.db_password.read_text().strip()
     _write(paths.slurm_conf, render_slurm_conf(cfg, paths, hw), 0o644)
     _write(paths.gres_conf, render_gres_conf(cfg, paths), 0o644)
-    _write(paths.cgroup_conf, "# Written by doctune.slurm (cgroups unused).\nCgroupPlugin=disabled\n", 0o644)
+    paths.cgroup_conf.unlink(missing_ok=True)  # proctrack/linuxproc + task/none: no cgroups
     _write(paths.slurmdbd_conf, render_slurmdbd_conf(cfg, paths, password), 0o600)
     # The etc dir itself must be readable by the client commands (run as root here).
     os.chmod(paths.etc, 0o755)

@@ -140,13 +140,20 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
     tm = TaskManager()
     task_spec: Any = _task_config(task, local_file) if local_file else task
     try:
-        task_dict = get_task_dict([task_spec], tm)
+        if hasattr(tm, "load"):
+            loaded = tm.load([task_spec])
+            task_dict, groups = dict(loaded["tasks"]), loaded.get("groups") or {}
+        else:  # older lm-eval
+            task_dict, groups = get_task_dict([task_spec], tm), {}
     except Exception as exc:  # noqa: BLE001 - offline hub, unknown dataset, bad task name
         reason = f"could not load lm-eval task {task!r}: {type(exc).__name__}: {exc}"
         if not local_file:
             reason += " (set local_file to a HellaSwag-format JSONL file to run offline)"
         log.warning("%s", reason)
         return _write(out, task, spec, bench_cfg, local_file, status="missing", reason=reason[:2000])
+    if groups or len(task_dict) != 1:
+        raise ValueError(f"lm_eval benchmark {task!r} is a group of {len(task_dict)} tasks; "
+                         "name one task per benchmark entry")
     task_name = next(iter(task_dict))
 
     # 2. Evaluate: errors here are real failures and raise.

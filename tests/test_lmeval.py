@@ -1,0 +1,59 @@
+"""lm-eval through its Python API: HellaSwag from a local file, and the missing-data path."""
+import json
+
+import pytest
+
+pytest.importorskip("lm_eval")
+
+from doctune.evaluation.lmeval import run_lm_eval  # noqa: E402
+from doctune.io import DataError, read_json  # noqa: E402
+
+
+def test_local_hellaswag(tmp_path, repo_root, tiny_spec, monkeypatch):
+    # a relative local_file must work from any working directory: it is made absolute first
+    monkeypatch.chdir(repo_root)
+    out = tmp_path / "hellaswag.json"
+    cache = tmp_path / "cache"
+    doc = run_lm_eval(tiny_spec, {"task": "hellaswag", "local_file": "resources/fixtures/hellaswag_sample.jsonl",
+                                  "limit": 6, "batch_size": 4}, str(out), str(cache))
+    assert read_json(out) == json.loads(json.dumps(doc))
+    assert doc["status"] == "ok" and doc["reason"] is None and doc["task"] == "hellaswag"
+    assert doc["n"] == 6
+    assert sorted(doc["per_item"], key=int) == [str(i) for i in range(6)]
+    assert set(doc["per_item"].values()) <= {0, 1}
+    res = doc["results"]
+    assert set(res) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"}
+    assert res["acc"] == pytest.approx(sum(doc["per_item"].values()) / 6)
+    assert 0.0 <= res["acc_norm"] <= 1.0 and res["acc_stderr"] is not None
+    assert doc["lm_eval_version"]
+    assert doc["local_file"].startswith("/")
+    # the response cache is per model: its folder carries the model's name
+    assert [p.name.split("-")[0] for p in cache.iterdir()] == ["base"]
+
+
+def test_missing_dataset_does_not_raise(tmp_path, tiny_spec, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+    def no_model(*a, **k):
+        raise AssertionError("the model must not be loaded when the data is missing")
+
+    monkeypatch.setattr("doctune.models.load_model", no_model)
+    out = tmp_path / "hs.json"
+    doc = run_lm_eval(tiny_spec, {"task": "hellaswag", "limit": 4}, str(out), None)
+    assert doc["status"] == "missing" and "hellaswag" in doc["reason"]
+    assert all(v is None for v in doc["results"].values()) and doc["n"] is None
+    assert read_json(out)["status"] == "missing"
+
+
+def test_bad_local_file(tmp_path, tiny_spec):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"activity_label": "x", "ctx_a": "a", "ctx_b": "b", "endings": ["1", "2"],
+                               "label": "0"}) + "\n\n" + json.dumps({"ctx_a": "a"}) + "\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl:3"):
+        run_lm_eval(tiny_spec, {"task": "hellaswag", "local_file": str(bad)}, str(tmp_path / "o.json"), None)
+    with pytest.raises(FileNotFoundError, match="local_file"):
+        run_lm_eval(tiny_spec, {"task": "hellaswag", "local_file": str(tmp_path / "none.jsonl")},
+                    str(tmp_path / "o.json"), None)
+    with pytest.raises(ValueError, match="task"):
+        run_lm_eval(tiny_spec, {}, str(tmp_path / "o.json"), None)
