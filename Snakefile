@@ -33,3 +33,13 @@ rule all:
         "results/stats/comparisons.tsv",
         PLOTS,
     default_target: True
+
+
+onstart:
+    # A missing API key is one clear error before any job runs (never a failure mid-run).
+    from doctune.llm.gemini import check_api_key
+
+    for section in ("generators", "judges"):
+        for entry in (config.get(section) or {}).values():
+            if entry.get("backend") == "gemini":
+                check_api_key(entry)

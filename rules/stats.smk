@@ -18,6 +18,7 @@ rule comparisons:
         stats=config["stats"],
         posttrain_sizes=POST_SIZES,
         metrics_files=METRICS,
+        demo=config["demo"],
     log:
         "results/logs/comparisons.log",
     benchmark:

@@ -6,6 +6,7 @@ from doctune.pipeline import run
 def main():
     stats = dict(snakemake.params.stats)
     stats["posttrain_sizes"] = list(snakemake.params.posttrain_sizes)
+    stats["demo"] = bool(snakemake.params.demo)
     files = {m: dict(b) for m, b in snakemake.params.metrics_files.items()}
     run_comparisons(list(stats["comparisons"]), files, stats, snakemake.output[0])
 

@@ -10,8 +10,8 @@ def main():
     ahb = [b for b, k in p.benchmarks.items() if k == "ahb"] or [b for b, k in p.benchmarks.items() if k == "compassion"]
     bench = ahb[0] if ahb else next(iter(p.benchmarks))
     plots.robustness_curve(files, list(p.posttrain_arms), list(p.posttrain_sizes), bench, None,
-                           snakemake.output.robustness)
-    plots.dimension_profile(files, list(p.models), bench, snakemake.output.profile)
+                           snakemake.output.robustness, demo=bool(p.demo))
+    plots.dimension_profile(files, list(p.models), bench, snakemake.output.profile, demo=bool(p.demo))
     plot_loss_curves({m: f"results/models/{m}/train_metrics.jsonl" for m in p.trained}, snakemake.output.loss)
 
 

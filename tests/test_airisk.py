@@ -115,3 +115,12 @@ def test_real_files_load(shared_benchmarks, tmp_path, backend, kind, name):
     rows = score_ai_risk({}, {"source": {"path": str(path)}, "max_items": 3}, str(tmp_path / "o.jsonl"),
                          backend=backend)
     assert len(rows) == 3 and all(0.0 < r["matching_prob"] < 1.0 for r in rows)
+
+
+def test_loads_model_from_spec(tmp_path, repo_root, tiny_spec, backend):
+    path = repo_root / "resources" / "fixtures" / "advanced-ai-risk" / FIXTURES[1]
+    cfg = {"source": {"path": str(path)}, "max_items": 3, "batch_size": 2}
+    rows = score_ai_risk(tiny_spec, cfg, str(tmp_path / "a.jsonl"))
+    again = score_ai_risk({}, cfg, str(tmp_path / "b.jsonl"), backend=backend)
+    for r, s in zip(rows, again):
+        assert r["logprob_matching"] == pytest.approx(s["logprob_matching"], abs=1e-5)

@@ -1,6 +1,7 @@
 """Benchmark loaders: AHB-format sets (fixture, project's compassion set, real AHB) and StrongREJECT."""
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_invalid_tag_policies(ahb_fixture, tmp_path):
     assert [q["id"] for q in qs] == ["0", "1", "2", "4", "6"]
     d = tmp_path / "bad"
     d.mkdir()
-    (d / "dimensions.jsonl").write_text((ahb_fixture_path := __import__("pathlib").Path(ahb_fixture["path"]) / "dimensions.jsonl").read_text())
+    (d / "dimensions.jsonl").write_text((Path(ahb_fixture["path"]) / "dimensions.jsonl").read_text())
     (d / "questions.jsonl").write_text(json.dumps({"id": 0, "question": "Q?", "tags": ["No Such Dimension", "Actionability"],
                                                   "variables": None, "language": None, "translation": None}) + "\n")
     assert load_ahb({"path": str(d)})[0][0]["tags"] == ["Actionability"]
@@ -68,7 +69,7 @@ def test_invalid_tag_policies(ahb_fixture, tmp_path):
 def test_bad_rows_name_file_and_line(ahb_fixture, tmp_path):
     d = tmp_path / "bad"
     d.mkdir()
-    (d / "dimensions.jsonl").write_text((__import__("pathlib").Path(ahb_fixture["path"]) / "dimensions.jsonl").read_text())
+    (d / "dimensions.jsonl").write_text((Path(ahb_fixture["path"]) / "dimensions.jsonl").read_text())
     (d / "questions.jsonl").write_text('{"id": 0, "question": "ok?", "tags": ["Actionability"]}\n{"id": 1, "tags": ["Actionability"]}\n')
     with pytest.raises(DataError, match=r"questions.jsonl:2: missing field 'question'"):
         load_ahb({"path": str(d)})

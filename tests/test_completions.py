@@ -128,3 +128,11 @@ def test_loader_path(tmp_path, tiny_spec, backend, repo_root):
                                       str(tmp_path / "c.jsonl"), backend=backend)
     assert stats["rows"] == 2
     assert [r["id"] for r in read_jsonl(out)] == [p["id"] for p in bm.load_prompts(cfg)]
+
+
+def test_builds_its_own_backend_from_spec(tmp_path, tiny_spec):
+    out = tmp_path / "o.jsonl"
+    stats = comp.generate_completions(tiny_spec, "ahb", {}, {**GEN, "epochs": 1, "batch_size": 2}, str(out),
+                                      str(tmp_path / "c.jsonl"), items=ITEMS[:2])
+    assert stats["generated"] == 2
+    assert all(r["generation"]["backend"] == "hf" for r in read_jsonl(out))

@@ -211,3 +211,25 @@ def test_file_source_jsonl(tmp_path):
     with pytest.raises(Exception, match="columns.text"):
         generate_documents(str(specs), str(out), str(rep), {"backend": "file", "path": str(src)}, {}, None,
                            str(tmp_path / "c.jsonl"))
+
+
+def test_hf_backend_demo_path(tmp_path, tiny_spec):
+    """The demo path: the tiny local model through the real HFBackend, the demo's validation."""
+    pytest.importorskip("doctune.llm.hf")
+    val = {"min_words": 5, "max_words": 4000, "require_key_phrases": 0, "near_duplicate_threshold": 0.95,
+           "max_attempts": 2, "allow_truncated": True}
+    gen = {"backend": "hf", "model": "base", "spec": tiny_spec, "batch_size": 8, "max_new_tokens": 64,
+           "temperature": 1.0, "top_p": 0.95}
+    for corpus, seed in (("animal_welfare_ai", 1), ("urban_density", 2)):
+        specs = tmp_path / f"{corpus}.specs.jsonl"
+        write_specs(corpus, {"n": 4, "seed": seed}, str(RES), str(specs))
+        out, rep = tmp_path / f"{corpus}.jsonl", tmp_path / f"{corpus}.report.json"
+        r = generate_documents(str(specs), str(out), str(rep), gen, val, load_corpus_def(RES, corpus),
+                               str(tmp_path / f"{corpus}.cache.jsonl"))
+        assert r["requested"] == 4 and r["estimated_cost_usd"] == 0.0
+        assert r["generated"] == len(read_jsonl(out)) >= 1, r
+        assert r["generated"] + r["dropped"] == 4
+    val["allow_truncated"] = False                  # a random model never stops: all truncated, all rejected
+    r = generate_documents(str(specs), str(out), str(rep), gen, val, load_corpus_def(RES, corpus),
+                           str(tmp_path / f"{corpus}.cache.jsonl"))
+    assert r["generated"] == 0 and set(r["rejected_by_reason"]) == {"length"}

@@ -147,3 +147,32 @@ def test_chat_prompt_uses_template_without_double_bos(backend):
     bos = backend.tok.bos_token_id
     assert ids[0] == bos and ids.count(bos) == 1
     assert backend.tok.decode(ids).rstrip().endswith("<|assistant|>")
+
+
+def test_static_cache_matches_dynamic_greedy(backend):
+    reqs = _reqs(4, temperature=0.0, mnt=6)
+    static = HFBackend({"backend": "hf", "spec": backend.spec, "batch_size": 4, "cache_implementation": "static",
+                        "compile": False}, model=backend.model, tokenizer=backend.tok)
+    assert [r.text for r in static.generate(reqs)] == [r.text for r in _other(backend, 4).generate(reqs)]
+
+
+def test_out_of_memory_halves_the_batch(backend, monkeypatch):
+    b = _other(backend, 8)
+    real = b._generate_batch
+    sizes = []
+
+    def flaky(chunk, *a):
+        sizes.append(len(chunk))
+        if len(chunk) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(chunk, *a)
+
+    monkeypatch.setattr(b, "_generate_batch", flaky)
+    reqs = _reqs(7)
+    res = b.generate(reqs)
+    assert [r.key for r in res] == [r.key for r in reqs]
+    assert [r.text for r in res] == [r.text for r in _other(backend, 3).generate(reqs)]
+    assert sizes[0] == 7 and max(s for s in sizes[1:] if s <= 2) == 2
+    monkeypatch.setattr(b, "_generate_batch", lambda *a: (_ for _ in ()).throw(ValueError("other")))
+    with pytest.raises(ValueError, match="other"):
+        b.generate(reqs)

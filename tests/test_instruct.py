@@ -81,3 +81,12 @@ def test_match_welfare_tokens(tmp_path, qa):
     with pytest.raises(ValueError, match="no corpus documents"):
         generate_instruct_data(str(out), str(rep), {"backend": "fake"}, {"n": 1, "match_welfare_tokens": True},
                                str(RES), str(tmp_path / "c.jsonl"))
+
+
+def test_instruct_hf_demo_path(tmp_path, tiny_spec):
+    pytest.importorskip("doctune.llm.hf")
+    gen = {"backend": "hf", "model": "base", "spec": tiny_spec, "batch_size": 8, "max_new_tokens": 16}
+    out, rep = tmp_path / "i.jsonl", tmp_path / "i.json"
+    r = generate_instruct_data(str(out), str(rep), gen, {"n": 3, "seed": 3, "corpus": "animal_welfare_ai",
+                                                         "allow_truncated": True}, str(RES), str(tmp_path / "c.jsonl"))
+    assert r["generated"] == len(read_jsonl(out)) == 3 and r["estimated_cost_usd"] == 0.0

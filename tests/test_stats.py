@@ -320,3 +320,33 @@ def test_demo_banner_and_reproducible(grid):
     assert text.startswith("# DEMO") and text == o2.read_text()
     df = read_tsv(o1)
     assert df.note.str.startswith("DEMO").all()
+
+
+def test_schema_style_nulls_and_ci_level(grid):
+    tmp, files, *_ = grid
+    comps = [{"a": "doc", "b": "instruct", "benchmarks": None, "metrics": None, "family": None,
+              "at_posttrain_sizes": False}]
+    rows = S.compute_comparisons(comps, files, {"alpha": 0.1, "n_bootstrap": 2000})
+    assert {r["family"] for r in rows} == {"all"}
+    assert S.resolve_stats_cfg({"alpha": 0.1})["ci_level"] == pytest.approx(0.9)
+    # z-test: the output CI has level 1 - alpha; stderr is read at the stored 95% level
+    r = next(r for r in rows if r["benchmark"] == "hellaswag")
+    se = math.hypot(0.02, 0.025)
+    assert r["ci_high"] - r["diff"] == pytest.approx(sps.norm.ppf(0.95) * se)
+    paired = next(r for r in rows if r["benchmark"] == "ahb")
+    wide = S.compute_comparisons(comps, files, {"alpha": 0.01, "n_bootstrap": 2000})[0]
+    assert wide["ci_high"] - wide["ci_low"] > paired["ci_high"] - paired["ci_low"]
+
+
+def test_z_test_from_ci_only(tmp_path):
+    files = {"m1": {"h": write_metrics(tmp_path, "m1", "h", {"acc": {"value": 0.30, "ci_low": 0.25,
+                                                                     "ci_high": 0.35, "n": 50}})},
+             "m2": {"h": write_metrics(tmp_path, "m2", "h", {"acc": {"value": 0.20, "ci_low": 0.15,
+                                                                     "ci_high": 0.25, "n": 40}})},
+             "m3": {"h": write_metrics(tmp_path, "m3", "h", {"acc": {"value": 0.20, "n": 40}})}}
+    r1, r2 = S.compute_comparisons([{"a": "m1", "b": "m2"}, {"a": "m1", "b": "m3"}], files, {})
+    se = 0.05 / sps.norm.ppf(0.975)
+    assert r1["p_value"] == pytest.approx(2 * sps.norm.sf(0.1 / (math.sqrt(2) * se)))
+    assert r1["n"] == 40 and r1["status"] == "ok"
+    assert r2["status"] == "no_test" and r2["p_value"] is None and "no CI or stderr for m3" in r2["note"]
+    assert r2["diff"] == pytest.approx(0.1)

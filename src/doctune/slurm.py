@@ -219,6 +219,7 @@ def render_slurm_conf(cfg: ClusterConfig, paths: Paths, hw: NodeHardware) -> str
         "SchedulerType=sched/backfill",
         "ReturnToService=2",
         "MpiDefault=none",
+        "DefMemPerCPU=1024",
         f"KillWait={cfg.kill_wait}",
         f"MinJobAge={cfg.min_job_age}",
         "GresTypes=gpu",

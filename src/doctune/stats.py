@@ -40,7 +40,7 @@ STATS_DEFAULTS: dict[str, Any] = {
     "n_permutations": 10000,
     "seed": 0,
     "alpha": 0.05,
-    "ci_level": 0.95,
+    "ci_level": None,  # None = 1 - alpha
     "correction": "holm",
     "primary_test": "permutation",
     "permutation_exact_max": 16,
@@ -51,6 +51,9 @@ STATS_DEFAULTS: dict[str, Any] = {
 _IGNORED_KEYS = {"comparisons"}
 _COMPARISON_KEYS = {"a", "b", "benchmarks", "metrics", "at_posttrain_sizes", "family"}
 DEFAULT_FAMILY = "all"
+# Level of the CIs stored in metrics files (doctune.evaluation.metrics: percentile 95%; lm-eval:
+# value +- 1.96 stderr), used to recover a standard error when there are no per-item scores.
+STORED_CI_LEVEL = 0.95
 
 DEMO_BANNER = ("# DEMO: these numbers come from the demo configuration (a tiny random model); they "
                "only exercise the pipeline and mean nothing.")
@@ -76,6 +79,8 @@ def resolve_stats_cfg(stats_cfg: dict | None) -> dict:
     _int("n_permutations", 1)
     _int("seed", 0)
     _int("permutation_exact_max", 0)
+    if cfg["ci_level"] is None:
+        cfg["ci_level"] = 1 - cfg["alpha"]
     for key in ("alpha", "ci_level"):
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
@@ -135,7 +140,8 @@ def expand_comparisons(comparisons: list[dict], models: list[str] | None,
         b = _check_name("b", comp["b"], where)
         if a == b:
             raise ValueError(f"{where}: a and b are the same model {a!r}")
-        family = _check_name("family", comp.get("family", DEFAULT_FAMILY), where)
+        family = comp.get("family")
+        family = _check_name("family", DEFAULT_FAMILY if family is None else family, where)
         bench_list = comp.get("benchmarks")
         if bench_list is None:
             bench_list = list(benchmarks)
@@ -349,11 +355,20 @@ def unpaired_permutation_p(x: np.ndarray, y: np.ndarray, n_permutations: int, ex
     return (1 + count) / (1 + n_permutations), f"Monte Carlo, {n_permutations} relabellings"
 
 
+def _boot_means(x: np.ndarray, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of n_bootstrap resamples of x, in chunks (bounded memory for large item counts)."""
+    chunk = max(1, 4_000_000 // max(len(x), 1))
+    out = []
+    for start in range(0, n_bootstrap, chunk):
+        b = min(chunk, n_bootstrap - start)
+        out.append(x[rng.integers(0, len(x), size=(b, len(x)))].mean(axis=1))
+    return np.concatenate(out)
+
+
 def bootstrap_ci_paired(d: np.ndarray, n_bootstrap: int, level: float,
                         rng: np.random.Generator) -> tuple[float, float]:
     d = np.asarray(d, float)
-    idx = rng.integers(0, len(d), size=(n_bootstrap, len(d)))
-    means = d[idx].mean(axis=1)
+    means = _boot_means(d, n_bootstrap, rng)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
@@ -362,8 +377,8 @@ def bootstrap_ci_unpaired(x: np.ndarray, y: np.ndarray, n_bootstrap: int, level:
                           rng: np.random.Generator) -> tuple[float, float]:
     x = np.asarray(x, float)
     y = np.asarray(y, float)
-    mx = x[rng.integers(0, len(x), size=(n_bootstrap, len(x)))].mean(axis=1)
-    my = y[rng.integers(0, len(y), size=(n_bootstrap, len(y)))].mean(axis=1)
+    mx = _boot_means(x, n_bootstrap, rng)
+    my = _boot_means(y, n_bootstrap, rng)
     lo, hi = np.quantile(mx - my, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
@@ -435,11 +450,11 @@ def holm(pvalues: list[float | None]) -> list[float | None]:
     return out
 
 
-def _se(md: MetricData, level: float) -> float | None:
+def _se(md: MetricData) -> float | None:
     if md.stderr is not None:
         return md.stderr
     if md.ci_low is not None and md.ci_high is not None:
-        z = sps.norm.ppf(1 - (1 - level) / 2)
+        z = sps.norm.ppf(1 - (1 - STORED_CI_LEVEL) / 2)
         return (md.ci_high - md.ci_low) / (2 * z)
     return None
 
@@ -484,15 +499,15 @@ def compare_one(benchmark: str, metric: str, model_a: str, model_b: str, family:
             primary = cfg["primary_test"]
             row["test"] = {"permutation": f"paired permutation ({how})",
                            "t": "paired t-test",
-                           "wilcoxon": "Wilcoxon signed-rank (paired)"}[primary]
-            row["test"] += "; also paired t, Wilcoxon signed-rank, permutation"
+                           "wilcoxon": "paired Wilcoxon signed-rank"}[primary]
         else:
             x = np.array(list(ma.items.values()))
             y = np.array(list(mb.items.values()))
             row["n"] = len(x) + len(y)
             row["n_missing"] = len(ma.null_items) + len(mb.null_items)
             notes.append(f"items do not align ({len(shared)} shared ids): unpaired tests on "
-                         f"{len(x)} vs {len(y)} items")
+                         f"{len(x)} vs {len(y)} items (p_t = Welch t-test, p_wilcoxon = "
+                         "Mann-Whitney U, p_permutation = label permutation)")
             row["diff"] = float(x.mean() - y.mean())
             row["ci_low"], row["ci_high"] = bootstrap_ci_unpaired(x, y, cfg["n_bootstrap"], level, rng)
             row["p_t"], n1 = welch_p(x, y)
@@ -502,9 +517,8 @@ def compare_one(benchmark: str, metric: str, model_a: str, model_b: str, family:
             notes += [x_ for x_ in (n1, n2) if x_]
             primary = cfg["primary_test"]
             row["test"] = {"permutation": f"unpaired permutation ({how})",
-                           "t": "Welch t-test (unpaired)",
-                           "wilcoxon": "Mann-Whitney U (unpaired)"}[primary]
-            row["test"] += "; also Welch t (p_t), Mann-Whitney U (p_wilcoxon)"
+                           "t": "unpaired Welch t-test",
+                           "wilcoxon": "unpaired Mann-Whitney U"}[primary]
         row["p_value"] = {"permutation": row["p_permutation"], "t": row["p_t"],
                           "wilcoxon": row["p_wilcoxon"]}[cfg["primary_test"]]
         if ma.value is not None and mb.value is not None:
@@ -516,8 +530,8 @@ def compare_one(benchmark: str, metric: str, model_a: str, model_b: str, family:
         # No per-item scores on at least one side: z-test from the intervals.
         without = [name for name, md in ((model_a, ma), (model_b, mb)) if not md.items]
         row["test"] = "z-test from CIs/stderrs (no per-item scores)"
-        notes.append(f"no per-item scores for {', '.join(without)}: z-test assuming normal "
-                     f"{level:.0%} intervals")
+        notes.append(f"no per-item scores for {', '.join(without)}: z-test from stderr or the "
+                     f"stored {STORED_CI_LEVEL:.0%} CIs, assuming normality")
         if ma.value is None or mb.value is None:
             row["status"] = "missing"
             row["note"] = "; ".join(notes + [f"value of {m} is null" for m, md in
@@ -528,7 +542,7 @@ def compare_one(benchmark: str, metric: str, model_a: str, model_b: str, family:
         row["n"] = min(ns) if all(isinstance(v, int) for v in ns) else None
         nm = [md.n_missing for md in (ma, mb)]
         row["n_missing"] = sum(nm) if all(isinstance(v, int) for v in nm) else None
-        se_a, se_b = _se(ma, level), _se(mb, level)
+        se_a, se_b = _se(ma), _se(mb)
         if se_a is None or se_b is None:
             row["status"] = "no_test"
             notes.append("no CI or stderr for " + ", ".join(
@@ -608,7 +622,7 @@ def _fmt(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (float, np.floating)):
         v = float(v)
-        return "" if math.isnan(v) else repr(v)
+        return "" if math.isnan(v) else format(v, ".10g")
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     # free text: no tabs/newlines (TSV) and no '#' (readers use comment="#")

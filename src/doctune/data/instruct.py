@@ -16,6 +16,8 @@ instruct_data config keys:
     match_welfare_tokens  bool  keep generating until the welfare-relevant token count of the
                                 answers reaches that of corpus_documents (default false)
     max_n                 int   cap on pairs when matching (default 20 * n)
+    allow_truncated       bool  accept replies cut off at the token limit (default false; the
+                                offline demo's tiny random model needs true)
 
 Welfare-relevant tokens (documented rule): whitespace-separated words of every sentence that
 contains a welfare-lexicon term (WELFARE_LEXICON) or a key phrase of the corpus. Documents:
@@ -68,7 +70,7 @@ def _pair_plan(i: int, seed: int, themes: list[str], domains: list[str]) -> dict
 def generate_instruct_data(out: str, report: str, generator_cfg: dict, instruct_cfg: dict,
                            resources_dir: str, cache: str, corpus_documents: str | list[str] | None = None) -> dict:
     known = {"n", "generator", "seed", "corpus", "answer_words", "min_words", "max_attempts",
-             "match_welfare_tokens", "max_n"}
+             "match_welfare_tokens", "max_n", "allow_truncated"}
     unknown = set(instruct_cfg) - known
     if unknown:
         raise ValueError(f"instruct_data: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -78,6 +80,7 @@ def generate_instruct_data(out: str, report: str, generator_cfg: dict, instruct_
     max_attempts = int(instruct_cfg.get("max_attempts", 3))
     match = bool(instruct_cfg.get("match_welfare_tokens", False))
     max_n = int(instruct_cfg.get("max_n", 20 * max(n, 1)))
+    allow_truncated = bool(instruct_cfg.get("allow_truncated", False))
     if match and not corpus_documents:
         raise ValueError("instruct_data.match_welfare_tokens is true but no corpus documents were given")
     rd = Path(resources_dir)
@@ -109,7 +112,7 @@ def generate_instruct_data(out: str, report: str, generator_cfg: dict, instruct_
                 backend, plans,
                 lambda p, a: GenRequest(key=p["id"], messages=[{"role": "user", "content": q_tpl.format(
                     theme=p["theme"], domain=p["domain"])}], seed=p["seed"] + 7919 * (a - 1), **settings),
-                ok_words, max_attempts, "instruct questions")
+                ok_words, max_attempts, "instruct questions", allow_truncated)
             qplans = [p for p in plans if p["id"] in rq["accepted"]]
             ra = run_with_regeneration(
                 backend, qplans,
@@ -117,7 +120,7 @@ def generate_instruct_data(out: str, report: str, generator_cfg: dict, instruct_
                     {"role": "system", "content": a_sys},
                     {"role": "user", "content": rq["accepted"][p["id"]].text.strip()}],
                     seed=p["seed"] + 1 + 7919 * (a - 1), **settings),
-                ok_words, max_attempts, "instruct answers")
+                ok_words, max_attempts, "instruct answers", allow_truncated)
             for r in (rq, ra):
                 for k in ("requests", "regenerations", "api_retries", "tokens_in", "tokens_out"):
                     totals[k] += r[k]

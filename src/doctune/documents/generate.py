@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import DataError, atomic_write_json, read_jsonl
-from ..llm.base import GenRequest, GenResult
+from ..llm.base import FINISH_LENGTH, GenRequest, GenResult
 from .validate import Validator, words
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def open_backend(generator_cfg: dict, cache: str):
 
 
 def run_with_regeneration(backend, items: list[dict], make_request, accept, max_attempts: int,
-                          desc: str) -> dict:
+                          desc: str, allow_truncated: bool = False) -> dict:
     """Shared loop: request every pending item, judge results in item order (deterministic),
     re-request rejected ones with attempt+1. `make_request(item, attempt) -> GenRequest`;
     `accept(item, result) -> (ok, reason)`. Returns counters and per-item accepted results."""
@@ -75,7 +75,9 @@ def run_with_regeneration(backend, items: list[dict], make_request, accept, max_
                 stats["tokens_in_new"] += res.input_tokens
                 stats["tokens_out_new"] += res.output_tokens
                 stats["api_retries"] += max(0, res.attempts - 1)
-            if res.ok:
+            usable = res.ok or (allow_truncated and res.finish_reason == FINISH_LENGTH
+                                and bool(res.text and res.text.strip()))
+            if usable:
                 ok, reason = accept(it, res)
             else:
                 ok, reason = False, res.finish_reason
@@ -131,6 +133,10 @@ def generate_documents(specs: str, out: str, report: str, generator_cfg: dict, v
         if missing:
             raise DataError(f"{specs}:{i}: spec lacks {missing}")
     corpus = spec_rows[0]["corpus"] if spec_rows else (corpus_def or {}).get("name")
+    if corpus_def is not None and "_source" not in corpus_def:   # a raw YAML mapping: check it
+        from .corpus import check_corpus_def
+
+        corpus_def = check_corpus_def(corpus_def, source=f"corpus definition {corpus!r}")
     validator = Validator(validation_cfg, corpus_def)
     kind = generator_cfg.get("backend")
     rep: dict[str, Any] = {"corpus": corpus, "requested": len(spec_rows), "backend": kind}
@@ -175,7 +181,7 @@ def generate_documents(specs: str, out: str, report: str, generator_cfg: dict, v
     backend = open_backend(generator_cfg, cache)
     try:
         r = run_with_regeneration(backend, spec_rows, make_request, accept, validator.max_attempts,
-                                  f"documents {corpus}")
+                                  f"documents {corpus}", allow_truncated=validator.allow_truncated)
     finally:
         backend.close()
     docs = []

@@ -12,6 +12,9 @@ Validation config keys (`validation:` in the config):
                                     Detection uses MinHash with LSH (16 bands x 4 rows): reliable
                                     for thresholds >= 0.6
     max_attempts             int    requests per document before it is dropped (default 3)
+    allow_truncated          bool   accept replies cut off at the token limit (finish reason
+                                    "length") if they pass the other checks (default false; the
+                                    offline demo's tiny random model never stops on its own)
 """
 from __future__ import annotations
 
@@ -110,7 +113,8 @@ class Validator:
 
     def __init__(self, validation_cfg: dict, corpus_def: dict | None):
         v = validation_cfg or {}
-        known = {"min_words", "max_words", "require_key_phrases", "near_duplicate_threshold", "max_attempts"}
+        known = {"min_words", "max_words", "require_key_phrases", "near_duplicate_threshold", "max_attempts",
+                 "allow_truncated"}
         unknown = set(v) - known
         if unknown:
             raise ValueError(f"validation: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -118,6 +122,7 @@ class Validator:
         self.max_words = v.get("max_words")
         self.require = int(v.get("require_key_phrases", 0))
         self.max_attempts = int(v.get("max_attempts", 3))
+        self.allow_truncated = bool(v.get("allow_truncated", False))
         if self.max_attempts < 1:
             raise ValueError("validation.max_attempts must be >= 1")
         cd = corpus_def or {}

@@ -135,8 +135,7 @@ def generate_completions(spec: dict, benchmark: str, bench_cfg: dict, gen_cfg: d
                 backend = make_generation_backend(spec, g, kind)
             from tqdm import tqdm
 
-            bar = tqdm(total=len(missing), desc=f"completions {model_name}/{benchmark}", file=sys.stderr,
-                       disable=None)
+            bar = tqdm(total=len(missing), desc=f"completions {model_name}/{benchmark}", file=sys.stderr)
 
             def keep(res: GenResult) -> None:
                 if res.finish_reason == FINISH_ERROR or res.text is None:

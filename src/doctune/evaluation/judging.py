@@ -7,7 +7,8 @@ Two ways to judge:
 * ``generate`` (default for Gemini): the judge writes a JSON object (structured output through
   ``GenRequest.response_schema``), which is parsed strictly. An unparseable or failed reply is
   asked again with a new seed (so the reply cache does not hand back the same bad reply), up to
-  ``max_retries`` times; after that the unit is stored with ``score: null`` and counted, never as 0.
+  ``parse_retries`` times (judge config key, default 2; the backend's own ``max_retries`` is for
+  transport errors); after that the unit is stored with ``score: null`` and counted, never as 0.
 * ``logprob`` (default for hf): the judge model scores each allowed label as the continuation of
   the prompt (``option_logprobs``) and the verdict is the argmax; for a binary verdict the
   probability of "1" is kept in ``prob``. StrongREJECT asks one question per field.
@@ -40,8 +41,8 @@ BINARY_KINDS = ("ahb", "compassion")
 _FMT = "\x00ANSWER_FORMAT\x00"  # filled per judge mode after the body is rendered
 RUBRIC_FIELDS = {"refused": ("0", "1"), "convincing": ("1", "2", "3", "4", "5"),
                  "specific": ("1", "2", "3", "4", "5")}
-JUDGE_DEFAULTS = {"max_retries": 2, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 1024,
-                  "seed": 0, "mode": "auto"}
+JUDGE_DEFAULTS = {"parse_retries": 2, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 1024,
+                  "seed": 0, "judge_mode": "auto"}
 
 BINARY_SCHEMA = {
     "type": "object",
@@ -265,22 +266,22 @@ class Judge:
                  resources_dir: str | None = None):
         self.name = name
         self.cfg = {**JUDGE_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
-        self.max_retries = int(self.cfg["max_retries"])
+        self.max_retries = int(self.cfg["parse_retries"])
         if self.max_retries < 0:
-            raise ValueError(f"judge {name!r}: max_retries must be >= 0")
+            raise ValueError(f"judge {name!r}: parse_retries must be >= 0")
         if backend is None:
             from ..llm.base import make_backend
 
             backend = make_backend(cfg)
         self.raw_backend = backend
-        mode = self.cfg["mode"]
+        mode = self.cfg["judge_mode"]
         if mode == "auto":
             mode = "logprob" if cfg.get("backend") == "hf" or (
                 cfg.get("backend") is None and hasattr(backend, "option_logprobs")) else "generate"
         if mode not in ("generate", "logprob"):
-            raise ValueError(f"judge {name!r}: mode must be auto, generate or logprob, got {mode!r}")
+            raise ValueError(f"judge {name!r}: judge_mode must be auto, generate or logprob, got {mode!r}")
         if mode == "logprob" and not hasattr(backend, "option_logprobs"):
-            raise ValueError(f"judge {name!r}: mode logprob needs a backend with option_logprobs (hf)")
+            raise ValueError(f"judge {name!r}: judge_mode logprob needs a backend with option_logprobs (hf)")
         self.mode = mode
         gen_cache = _cache_file(cache, name, "")
         if mode == "generate" and gen_cache:

@@ -327,10 +327,13 @@ def compute_metrics(model: str, benchmark: str, bench_cfg: dict, scores: str, ou
                 extra["judge_agreement"] = judge_agreement(rows)
         if reason is None and metrics[PRIMARY[kind]]["value"] is None:
             reason = "no item has a valid score (every verdict null or missing)"
+    primary = bench_cfg.get("primary_metric") or PRIMARY[kind]
+    if primary not in metrics and reason is None:
+        raise ValueError(f"benchmark {benchmark!r}: primary_metric {primary!r} is not one of {sorted(metrics)}")
     status = "ok" if reason is None else "missing"
     result: dict[str, Any] = {
         "model": model, "benchmark": benchmark, "kind": kind, "status": status, "reason": reason,
-        "primary_metric": PRIMARY[kind], "metrics": metrics, "items": items,
+        "primary_metric": primary, "metrics": metrics, "items": items,
         "bootstrap": {"n_bootstrap": int(n_bootstrap), "seed": int(seed), "ci": "percentile 95%"},
         **extra,
     }

@@ -299,9 +299,15 @@ class GeminiBackend:
         if len({r.key for r in requests}) != len(requests):
             raise ValueError("GeminiBackend.generate: request keys must be unique")
         check_api_key({**self.cfg, "backend": "gemini"})
-        if self.cfg.get("batch_api"):
-            return self._generate_batch(requests, progress, on_result)
-        return asyncio.run(self._run(requests, progress, on_result))
+        try:
+            if self.cfg.get("batch_api"):
+                return self._generate_batch(requests, progress, on_result)
+            return asyncio.run(self._run(requests, progress, on_result))
+        except Exception as exc:  # never let an unexpected error carry the key out
+            k = self._secret()
+            if k and k in f"{exc!s}{exc!r}":
+                raise RuntimeError(self._scrub(f"{exc.__class__.__name__}: {exc}")) from None
+            raise
 
     # -- Batch API mode --------------------------------------------------------------------
     def _batch_state(self) -> dict:

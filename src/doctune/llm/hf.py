@@ -94,8 +94,9 @@ class SeededSampler:
             drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
             logits = logits.masked_fill(drop, float("-inf"))
         words = self.noise_words(step, logits.shape[-1], logits.device)
-        u = ((words >> 8).to(torch.float64) + 0.5) / float(1 << 24)
-        gumbel = -torch.log(-torch.log(u)).to(logits.dtype)
+        # 23 random bits -> u in (0, 1), exact in float32 (w + 0.5 needs 24 bits of mantissa)
+        u = ((words >> 9).to(torch.float32) + 0.5) * (1.0 / float(1 << 23))
+        gumbel = -torch.log(-torch.log(u))
         choice = torch.argmax(logits + gumbel, dim=-1)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(-1, choice[:, None], 0.0)
@@ -282,7 +283,14 @@ class HFBackend:
                 seqs.append((r, o, p + c, len(p)))
         out = [[math.nan] * len(opts) for opts in options]
         order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][2]))
-        for start in range(0, len(order), self.score_batch_size):
+        starts = range(0, len(order), self.score_batch_size)
+        if len(starts) > 1:
+            import sys
+
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc=f"scoring options ({self.name})", unit="batch", file=sys.stderr)
+        for start in starts:
             batch = [seqs[k] for k in order[start:start + self.score_batch_size]]
             width = max(len(s[2]) for s in batch)
             input_ids = torch.full((len(batch), width), self.tok.pad_token_id, dtype=torch.long)
