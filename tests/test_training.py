@@ -189,12 +189,13 @@ def test_posttraining_starts_from_the_arm(arm, sft_file, tiny_spec, work, merge_
 
 
 def test_instruction_tuning_trains_on_assistant_tokens_only(work, sft_file, tiny_spec):
-    res = train("sft", [sft_file], tiny_spec, {**BASE_CFG, "seq_len": 128, "max_steps": 2}, str(work / "instruct"))
+    res = train("sft", [sft_file], tiny_spec, {**BASE_CFG, "seq_len": 512, "max_steps": 2}, str(work / "instruct"))
     from doctune.models import load_tokenizer
     from doctune.training.data import build_rows, count_targets
 
     tok = load_tokenizer(tiny_spec["base"])
-    rows, stats = build_rows("sft", [sft_file], tok, resolve_train_cfg({**BASE_CFG, "seq_len": 128}))
+    rows, stats = build_rows("sft", [sft_file], tok, resolve_train_cfg({**BASE_CFG, "seq_len": 512}))
+    assert stats["n_truncated"] == 0
     answers = [r["messages"][1]["content"] for r in read_jsonl(sft_file)]
     n_answer_tokens = sum(len(tok(a + "<|end|>\n", add_special_tokens=False)["input_ids"]) for a in answers)
     assert stats["n_targets"] == sum(count_targets(r) for r in rows)
