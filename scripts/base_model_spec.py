@@ -1,4 +1,5 @@
 """rule base_model_spec: model.json of an untrained base model."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.models import base_spec, write_spec
 from doctune.pipeline import run
 

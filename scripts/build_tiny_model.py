@@ -1,4 +1,5 @@
 """rule build_tiny_model: a tiny random Llama + BPE tokenizer, offline."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.models import build_tiny_model
 from doctune.pipeline import run
 

@@ -1,4 +1,5 @@
 """rule comparisons: significance tests between models."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.stats import run_comparisons
 from doctune.pipeline import run
 

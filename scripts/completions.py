@@ -1,4 +1,5 @@
 """rule completions: sample completions of a model on a judged benchmark."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.evaluation.completions import generate_completions
 from doctune.pipeline import load_spec, run
 

@@ -1,4 +1,5 @@
 """rule documents: generate, validate and store one corpus."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 import yaml
 
 from doctune.documents import generate_documents

@@ -1,4 +1,5 @@
 """rule instruct_data: question-answer pairs for the instruction-tuning control."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.data.instruct import generate_instruct_data
 from doctune.pipeline import run
 

@@ -1,4 +1,5 @@
 """rule judge: judge the completions of a model on a judged benchmark."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.evaluation.judging import judge_completions
 from doctune.pipeline import run
 

@@ -1,4 +1,5 @@
 """rule lm_eval: an lm-eval task through its Python API."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.evaluation.lmeval import run_lm_eval
 from doctune.pipeline import load_spec, run
 

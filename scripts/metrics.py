@@ -1,4 +1,5 @@
 """rule metrics: aggregate a model's scores on a benchmark."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.evaluation.metrics import compute_metrics
 from doctune.pipeline import run
 

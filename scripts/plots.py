@@ -1,4 +1,5 @@
 """rule plots: robustness curve, AHB dimension profile, loss curves."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune import plots
 from doctune.pipeline import run
 from doctune.training import plot_loss_curves

@@ -1,4 +1,5 @@
 """rule posttrain_data: n standard fine-tuning samples."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.data.posttrain import write_posttrain
 from doctune.pipeline import run
 

@@ -1,4 +1,5 @@
 """rule score_ai_risk: answer log-probabilities on advanced-ai-risk items."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.evaluation.airisk import score_ai_risk
 from doctune.pipeline import load_spec, run
 

@@ -1,4 +1,5 @@
 """rule specs: plan a corpus's documents over the template grid."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.documents import write_specs
 from doctune.pipeline import run
 

@@ -1,4 +1,5 @@
 """rule summary: the long-format results table."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.summary import write_summary
 from doctune.pipeline import run
 

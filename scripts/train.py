@@ -1,4 +1,5 @@
 """rules train_arm and post_train: train a LoRA (or full model), resuming from checkpoints."""
+import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from pathlib import Path
 
 from doctune.io import read_json, sha256_path
