@@ -65,7 +65,7 @@ rule plots:
     """Robustness curve, per-dimension AHB profile and training loss curves."""
     input:
         metrics=ALL_METRICS,
-        train_metrics=[f"results/models/{m}/train_metrics.jsonl" for m in TRAINED],
+        trained=[f"results/models/{m}/trainer_state.json" for m in TRAINED],
     output:
         robustness=report("results/plots/robustness.png", caption="../report/robustness.rst", category="Figures"),
         profile=report("results/plots/dimension_profile.png", caption="../report/dimension_profile.rst", category="Figures"),

@@ -1,5 +1,5 @@
 # Stage 3: training arms (LoRA or full fine-tuning) and post-training on general instruction data.
-# Outputs are the spec and metrics files (not the directory), so a preempted job keeps its
+# Outputs are model.json and trainer_state.json, written when training ends (not the directory), so a preempted job keeps its
 # checkpoints in results/models/{model}/checkpoints and resumes from them when retried.
 
 
@@ -12,7 +12,7 @@ rule train_arm:
         data=lambda wc: arm_data(wc.arm),
     output:
         spec="results/models/{arm}/model.json",
-        metrics="results/models/{arm}/train_metrics.jsonl",
+        state="results/models/{arm}/trainer_state.json",
     params:
         method=lambda wc: config["arms"][wc.arm]["method"],
         train=lambda wc: dc.arm_train_cfg(config, wc.arm),
@@ -34,11 +34,11 @@ rule post_train:
     """Standard fine-tuning of a trained arm on n general instruction samples."""
     input:
         init="results/models/{arm}/model.json",
-        arm_metrics="results/models/{arm}/train_metrics.jsonl",
+        arm_state="results/models/{arm}/trainer_state.json",
         data="results/data/posttrain-{n}.jsonl",
     output:
         spec="results/models/{arm}.post{n}/model.json",
-        metrics="results/models/{arm}.post{n}/train_metrics.jsonl",
+        state="results/models/{arm}.post{n}/trainer_state.json",
     params:
         method="sft",
         train=lambda wc: dc.arm_train_cfg(config, wc.arm, posttrain=True),

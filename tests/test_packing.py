@@ -184,3 +184,11 @@ def test_packed_attention_does_not_cross_documents(tiny_model_dir, attn):
         unpacked = model(input_ids=batch["input_ids"], use_cache=False).logits  # plain causal: B sees A
     torch.testing.assert_close(packed[0, len(a):], alone[0], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(unpacked[0, len(a):], alone[0], atol=1e-4)
+
+
+def test_pack_documents_without_boundaries_is_plain_concatenation():
+    docs = [[1, 5, 6, 2], [1, 7, 2], [1, 8, 9, 10, 2]]
+    rows = pack_documents(docs, 5, boundaries=False)
+    assert [r["input_ids"] for r in rows] == [[1, 5, 6, 2, 1], [7, 2, 1, 8, 9], [10, 2]]
+    assert [r["position_ids"] for r in rows] == [[0, 1, 2, 3, 4]] * 2 + [[0, 1]]
+    assert rows[0]["labels"] == [IGNORE, 5, 6, 2, 1]

@@ -266,6 +266,9 @@ def test_config_errors():
         resolve_train_cfg({"lora": {"rank": 4}})
     with pytest.raises(ConfigError, match="attn_implementation"):
         resolve_train_cfg({"attn_implementation": "fast"})
+    alias = resolve_train_cfg({"chunked_ce": 256})
+    assert alias["loss_chunking"] is True and alias["loss_chunk_size"] == 256 and "chunked_ce" not in alias
+    assert resolve_train_cfg({"chunked_ce": None})["loss_chunking"] is False
     cfg = resolve_train_cfg({"resources": {"gpu": 1}, "lora": {"r": 8}})
     assert cfg["lora"]["r"] == 8 and cfg["lora"]["alpha"] == 32 and "resources" not in cfg
 

@@ -124,8 +124,9 @@ def load_spec(path: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def prepare_train_dir(out_dir: str, run_key: dict) -> None:
-    """Keep checkpoints only if they belong to the same training run (same data, config, init);
-    otherwise start clean, so a config edit never resumes from a stale checkpoint."""
+    """Keep checkpoints only if they belong to the same training run (same data, config, and the
+    init model's *contents*); otherwise start clean. train() checks its own fingerprint too, but
+    that one names the init model by path, so a retrained arm would look unchanged to it."""
     out = Path(out_dir)
     key = stable_hash(run_key, 32)
     marker = out / ".run_key"

@@ -79,7 +79,7 @@ def generate_instruct_data(out: str, report: str, generator_cfg: dict, instruct_
     min_words = int(instruct_cfg.get("min_words", 1))
     max_attempts = int(instruct_cfg.get("max_attempts", 3))
     match = bool(instruct_cfg.get("match_welfare_tokens", False))
-    max_n = int(instruct_cfg.get("max_n", 20 * max(n, 1)))
+    max_n = int(instruct_cfg.get("max_n") or 20 * max(n, 1))
     allow_truncated = bool(instruct_cfg.get("allow_truncated", False))
     if match and not corpus_documents:
         raise ValueError("instruct_data.match_welfare_tokens is true but no corpus documents were given")

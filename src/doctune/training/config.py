@@ -37,6 +37,8 @@ SPEC: dict[str, tuple[Any, tuple, str]] = {
     "seed": (0, (int,), "seed for adapter init, data order and dropout"),
     "shuffle": (True, (bool,), "shuffle packed sequences each epoch (seeded)"),
     "packing": (True, (bool,), "sft: pack several examples per sequence (documents are always packed)"),
+    "packing_boundaries": (True, (bool,), "position ids restart per packed document/example so attention does not "
+                                          "cross them (false: plain concatenation, attention across documents)"),
     "add_bos": (True, (bool,), "doc: start each document with the tokenizer's BOS token"),
     "peak_tflops": (None, (int, float, type(None)), "per-device peak bf16 TFLOP/s for MFU; null = auto for known GPUs"),
     "fused_adamw": (True, (bool,), "use torch's fused AdamW on CUDA"),
@@ -44,6 +46,9 @@ SPEC: dict[str, tuple[Any, tuple, str]] = {
     "loss_chunking": (False, (bool,), "chunked cross-entropy: never materialise the full logits tensor"),
     "loss_chunk_size": (1024, (int,), "tokens per chunk for chunked cross-entropy"),
 }
+# alias accepted for the same setting: chunked_ce: N (int) == loss_chunking: true, loss_chunk_size: N;
+# chunked_ce: null leaves loss_chunking as given
+ALIASES = {"chunked_ce"}
 LORA_SPEC: dict[str, tuple[Any, tuple]] = {
     "r": (16, (int,)),
     "alpha": (32, (int, float)),
@@ -71,6 +76,14 @@ def _check(key: str, value: Any, types: tuple) -> None:
 def resolve_train_cfg(train_cfg: dict | None) -> dict:
     """Defaults filled in, types checked; returns a new dict (LoRA settings under "lora")."""
     train_cfg = dict(train_cfg or {})
+    if "chunked_ce" in train_cfg:
+        chunk = train_cfg.pop("chunked_ce")
+        if chunk is not None:
+            _check("chunked_ce", chunk, (int,))
+            if chunk < 1:
+                raise ConfigError(f"training.chunked_ce: must be >= 1 or null, got {chunk}")
+            train_cfg["loss_chunking"] = True
+            train_cfg["loss_chunk_size"] = chunk
     out: dict[str, Any] = {}
     for key in train_cfg:
         if key not in SPEC and key not in IGNORED_KEYS:

@@ -122,8 +122,11 @@ def tokenize_chat(tok, messages: list[dict]) -> tuple[list[int], list[int]]:
 # packing
 # ------------------------------------------------------------------------------------------------
 
-def pack_documents(docs: list[list[int]], seq_len: int) -> list[dict]:
-    """Stream tokenised documents into rows of seq_len tokens (last row may be shorter)."""
+def pack_documents(docs: list[list[int]], seq_len: int, boundaries: bool = True) -> list[dict]:
+    """Stream tokenised documents into rows of seq_len tokens (last row may be shorter).
+
+    boundaries=False: plain concatenation (positions run through the row, every token but the
+    row's first is a target), i.e. attention across documents as in classic packing."""
     rows: list[dict] = []
     ids: list[int] = []
     pos: list[int] = []
@@ -133,9 +136,13 @@ def pack_documents(docs: list[list[int]], seq_len: int) -> list[dict]:
         while i < len(doc):
             take = min(seq_len - len(ids), len(doc) - i)
             chunk = doc[i:i + take]
+            if boundaries or not ids:
+                pos.extend(range(take))
+                lab.extend([IGNORE] + chunk[1:])
+            else:
+                pos.extend(range(len(ids), len(ids) + take))
+                lab.extend(chunk)
             ids.extend(chunk)
-            pos.extend(range(take))
-            lab.extend([IGNORE] + chunk[1:])
             i += take
             if len(ids) == seq_len:
                 rows.append({"input_ids": ids, "labels": lab, "position_ids": pos})
@@ -145,8 +152,8 @@ def pack_documents(docs: list[list[int]], seq_len: int) -> list[dict]:
     return rows
 
 
-def pack_examples(examples: list[tuple[list[int], list[int]]], seq_len: int, packing: bool = True
-                  ) -> tuple[list[dict], int]:
+def pack_examples(examples: list[tuple[list[int], list[int]]], seq_len: int, packing: bool = True,
+                  boundaries: bool = True) -> tuple[list[dict], int]:
     """Rows of whole examples (truncated to seq_len), in order. Returns (rows, n_truncated)."""
     rows: list[dict] = []
     cur: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
@@ -158,9 +165,10 @@ def pack_examples(examples: list[tuple[list[int], list[int]]], seq_len: int, pac
         if cur["input_ids"] and (not packing or len(cur["input_ids"]) + len(ids) > seq_len):
             rows.append(cur)
             cur = {"input_ids": [], "labels": [], "position_ids": []}
+        start = 0 if boundaries else len(cur["input_ids"])
         cur["input_ids"].extend(ids)
         cur["labels"].extend([IGNORE] + list(labels[1:]))
-        cur["position_ids"].extend(range(len(ids)))
+        cur["position_ids"].extend(range(start, start + len(ids)))
     if cur["input_ids"]:
         rows.append(cur)
     return rows, truncated
@@ -220,14 +228,15 @@ def build_rows(method: str, data: list[str], tok, cfg: dict) -> tuple[list[dict]
     if method == "doc":
         texts = read_documents(data)
         docs = tokenize_documents(tok, texts, add_bos=cfg["add_bos"])
-        rows = pack_documents(docs, cfg["seq_len"])
+        rows = pack_documents(docs, cfg["seq_len"], boundaries=cfg["packing_boundaries"])
         stats = {"n_examples": len(texts), "n_tokens": sum(len(d) for d in docs), "n_truncated": 0}
     elif method == "sft":
         if not getattr(tok, "chat_template", None):
             raise DataError("method 'sft' needs a tokenizer with a chat template (set base.chat_template)")
         chats = read_chats(data)
         examples = [tokenize_chat(tok, m) for m in chats]
-        rows, truncated = pack_examples(examples, cfg["seq_len"], packing=cfg["packing"])
+        rows, truncated = pack_examples(examples, cfg["seq_len"], packing=cfg["packing"],
+                                        boundaries=cfg["packing_boundaries"])
         stats = {"n_examples": len(chats), "n_tokens": sum(len(e[0]) for e in examples), "n_truncated": truncated}
     else:
         raise ValueError(f"unknown training method {method!r} (expected 'doc' or 'sft')")
