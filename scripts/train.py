@@ -11,7 +11,8 @@ def main():
     post = snakemake.rule == "post_train"
     init = read_json(snakemake.input.init) if post else None
     base = init if post else read_json(snakemake.input.base)
-    data = list(map(str, snakemake.input.data))
+    data = snakemake.input.data
+    data = [str(data)] if isinstance(data, str) else list(map(str, data))
     train_cfg = dict(snakemake.params.train)
     kwargs = dict(method=snakemake.params.method, data=data, base_spec=base, train_cfg=train_cfg,
                   out_dir=out_dir, init_spec=init, merge_init=bool(snakemake.params.get("merge_init", True)),
