@@ -15,11 +15,17 @@ def _alt(names):
 BASES = list(config["base_models"])
 EVAL_BASES = dc.base_model_names(config)
 ARMS = list(config["arms"])
+UNITS = dc.train_units(config)  # trained models: ARM, or ARM@SEED per seed
+TRAINED_UNITS = [u for u in UNITS if not config["arms"][dc.split_unit(u)[0]].get("init_from")]
+ALIAS_UNITS = [u for u in UNITS if u not in TRAINED_UNITS]
+POST_UNITS = sorted({u.rsplit(".post", 1)[0] for u in dc.posttrain_units(config)})
 CORPORA = list(config["corpora"])
 POST_ARMS = dc.posttrain_arms(config)
 POST_SIZES = list(config["posttrain"]["sizes"])
 DATA_SIZES = list(config["posttrain_data"]["sizes"])
-MODELS = dc.eval_models(config)
+MODELS = dc.eval_models(config)  # evaluated models (leaves)
+REPORTED = dc.reported_models(config)  # + seed averages
+AGG = {m: u for m, u in dc.seed_aggregates(config).items() if m in REPORTED}
 BENCHMARKS = list(config["benchmarks"])
 BENCH_KIND = {b: v["kind"] for b, v in config["benchmarks"].items()}
 JUDGED = [b for b in BENCHMARKS if BENCH_KIND[b] in JUDGED_KINDS]
@@ -35,7 +41,11 @@ PLOTS = [
 
 wildcard_constraints:
     base=_alt(BASES),
-    arm=_alt(ARMS),
+    arm=_alt(TRAINED_UNITS),
+    alias=_alt(ALIAS_UNITS),
+    punit=_alt(POST_UNITS),
+    agg=_alt(AGG),
+    arm_name=_alt([a for a in ARMS if config["arms"][a].get("replay_fraction")]),
     corpus=_alt(CORPORA),
     n=r"\d+",
     judged=_alt(JUDGED),
@@ -130,8 +140,8 @@ def instruct_corpus_docs(wildcards):
     return []
 
 
-def arm_data(arm):
-    a = config["arms"][arm]
+def arm_data(unit):
+    a = config["arms"][dc.split_unit(unit)[0]]
     if a["method"] == "doc":
         corpora = a["corpus"] if isinstance(a["corpus"], list) else [a["corpus"]]
         return [f"results/documents/{c}.jsonl" for c in corpora]
@@ -150,3 +160,26 @@ def metrics_input(wc):
     if kind == "lm_eval":
         return f"results/lm_eval/{wc.model}/{wc.benchmark}.json"
     return f"results/scores/{wc.model}/{wc.benchmark}.jsonl"
+
+
+def replay_corpora(unit):
+    """Corpora whose documents a unit replays during post-training ([] without replay)."""
+    arm = dc.split_unit(unit)[0]
+    a = config["arms"][arm]
+    if not a.get("replay_fraction"):
+        return []
+    c = a.get("corpus") or config["arms"][a["init_from"]].get("corpus")
+    return c if isinstance(c, list) else [c]
+
+
+def posttrain_data_file(wc):
+    arm = dc.split_unit(wc.punit)[0]
+    if replay_corpora(wc.punit):
+        return f"results/data/posttrain-{wc.n}.replay-{arm}.jsonl"
+    return f"results/data/posttrain-{wc.n}.jsonl"
+
+
+def alias_source(unit):
+    arm, seed = dc.split_unit(unit)
+    src = config["arms"][arm]["init_from"]
+    return src if seed is None else f"{src}@{seed}"

@@ -8,7 +8,7 @@ rule build_tiny_model:
     output:
         directory("results/base_models/{tinybase}"),
     params:
-        seed=config["seed"],
+        seed=lambda wc: config["seed"] + BASES.index(wc.tinybase),
     log:
         "results/logs/build_tiny_model/{tinybase}.log",
     benchmark:

@@ -1,6 +1,32 @@
 # Stage 5: comparisons with significance tests, the long-format summary, figures and the report.
 
-METRICS = {m: {b: f"results/metrics/{m}/{b}.json" for b in BENCHMARKS} for m in MODELS}
+METRICS = {m: {b: f"results/metrics/{m}/{b}.json" for b in BENCHMARKS} for m in REPORTED}
+
+
+rule aggregate_seeds:
+    """Seed average of an arm trained with several seeds: per-item scores averaged over seeds."""
+    input:
+        lambda wc: [f"results/metrics/{u}/{wc.benchmark}.json" for u in AGG[wc.agg]],
+    output:
+        "results/metrics/{agg}/{benchmark}.json",
+    params:
+        seed_models=lambda wc: AGG[wc.agg],
+        n_bootstrap=config["evaluation"]["n_bootstrap"],
+        seed=config["seed"],
+    log:
+        "results/logs/aggregate_seeds/{agg}/{benchmark}.log",
+    benchmark:
+        "results/benchmarks/aggregate_seeds/{agg}/{benchmark}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/aggregate_seeds.py"
+
 ALL_METRICS = [p for d in METRICS.values() for p in d.values()]
 
 
@@ -58,7 +84,7 @@ rule summary:
         "../scripts/summary.py"
 
 
-TRAINED = ARMS + [f"{a}.post{n}" for a in POST_ARMS for n in POST_SIZES]
+TRAINED = TRAINED_UNITS + dc.posttrain_units(config)
 
 
 rule plots:

@@ -112,3 +112,19 @@ def test_paper_and_small_configs_plan_a_full_dag(name):
     proc = smk("-n", "--configfile", f"config/{name}", "-c1", "results/summary.tsv")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "train_arm" in proc.stdout and "post_train" in proc.stdout and "judge" in proc.stdout
+
+
+def test_config_reference_is_current():
+    from doctune.config import schema_markdown
+
+    assert (REPO / "config" / "README.md").read_text() == schema_markdown(SCHEMA) + "\n", \
+        "config/README.md is stale: run python -m doctune.config config/schema.yaml > config/README.md"
+
+
+def test_config_key_order_does_not_matter():
+    a = validate_config(load("demo.yaml"), SCHEMA)
+    raw = load("demo.yaml")
+    raw["training"] = dict(reversed(list(raw["training"].items())))
+    b = validate_config(raw, SCHEMA)
+    assert list(a["training"]) == list(b["training"])
+    assert list(a["arms"]) == list(b["arms"])  # named sections keep the user's order

@@ -136,7 +136,7 @@ def _edited_config(demo_run: Path, name: str, edit) -> str:
     cfg = yaml.safe_load((demo_run / "config/demo.yaml").read_text())
     edit(cfg)
     path = demo_run / "config" / name
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return f"config/{name}"
 
 

@@ -94,7 +94,31 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
         msgs = [_describe(e) for e in errors[:10]]
         raise ConfigError("invalid config:\n  " + "\n  ".join(msgs))
     check_references(cfg)
-    return cfg
+    return canonical_order(cfg)
+
+
+NAMED_SECTIONS = ("base_models", "generators", "corpora", "arms", "judges", "benchmarks")
+
+
+def _sorted_keys(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _sorted_keys(obj[k]) for k in sorted(obj, key=str)}
+    if isinstance(obj, list):
+        return [_sorted_keys(x) for x in obj]
+    return obj
+
+
+def canonical_order(cfg: dict) -> dict:
+    """Sort keys inside every setting so that rules' params (compared by Snakemake to decide
+    reruns) do not change when a config file merely lists keys in another order. The order of
+    the named sections (arms, benchmarks, ...) is kept: it orders tables and plots."""
+    out = {}
+    for key, val in cfg.items():
+        if key in NAMED_SECTIONS and isinstance(val, dict):
+            out[key] = {name: _sorted_keys(entry) for name, entry in val.items()}
+        else:
+            out[key] = _sorted_keys(val)
+    return out
 
 
 def check_references(cfg: dict) -> None:
@@ -128,6 +152,26 @@ def check_references(cfg: dict) -> None:
         if idata.get("corpus") and idata["corpus"] not in corpora:
             errs.append(f"config key 'instruct_data.corpus': {idata['corpus']!r} is not a corpora entry ({sorted(corpora)})")
     for name, a in arms.items():
+        src = a.get("init_from")
+        if src is not None:
+            if src not in arms or src == name:
+                errs.append(f"config key 'arms.{name}.init_from': {src!r} is not another arms entry ({sorted(arms)})")
+                continue
+            if arms[src].get("init_from"):
+                errs.append(f"config key 'arms.{name}.init_from': {src!r} is itself a preservation arm; name a trained arm")
+            if arms[src].get("base_model") != a.get("base_model"):
+                errs.append(f"config key 'arms.{name}.base_model': must equal that of arms.{src} "
+                            f"({arms[src].get('base_model')!r}) since it reuses that arm's model")
+            if a.get("seeds") is not None:
+                errs.append(f"config key 'arms.{name}.seeds': a preservation arm takes the seeds of arms.{src}")
+            if a.get("replay_fraction", 0) > 0 and not (a.get("corpus") or arms[src].get("corpus")):
+                errs.append(f"config key 'arms.{name}.replay_fraction': replay needs documents (a corpus here or on arms.{src})")
+            continue
+        if a.get("replay_fraction", 0) > 0 and not a.get("corpus"):
+            errs.append(f"config key 'arms.{name}.replay_fraction': replay needs the arm's documents (set corpus)")
+        seeds = a.get("seeds")
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            errs.append(f"config key 'arms.{name}.seeds': seeds repeat ({seeds})")
         if a.get("base_model") not in bases:
             errs.append(f"config key 'arms.{name}.base_model': {a.get('base_model')!r} is not a base_models entry ({sorted(bases)})")
         if a.get("method") == "doc":
@@ -150,6 +194,10 @@ def check_references(cfg: dict) -> None:
         if b.get("kind") in JUDGED_KINDS and not b.get("judges"):
             errs.append(f"config key 'benchmarks.{name}.judges': a {b['kind']} benchmark needs at least one judge")
     models = set(all_models(cfg)) if not errs else set()
+    for i, m in enumerate((cfg.get("evaluation") or {}).get("models", "all") if isinstance(
+            (cfg.get("evaluation") or {}).get("models"), list) else []):
+        if models and m not in models:
+            errs.append(f"config key 'evaluation.models[{i}]': {m!r} is not a model ({sorted(models)})")
     for i, c in enumerate((cfg.get("stats") or {}).get("comparisons", [])):
         for side in ("a", "b"):
             if models and c.get(side) not in models:
@@ -181,20 +229,89 @@ def posttrain_arms(cfg: dict) -> list[str]:
     return list(cfg["arms"]) if arms == "all" else list(arms)
 
 
+def posttrain_sizes(cfg: dict) -> list[int]:
+    return list((cfg.get("posttrain") or {}).get("sizes", []))
+
+
+def arm_seeds(cfg: dict, arm: str) -> list[int] | None:
+    """The training seeds of an arm (a preservation arm has those of the arm it reuses);
+    None when the arm trains once with training.seed."""
+    a = cfg["arms"][arm]
+    if a.get("init_from"):
+        return arm_seeds(cfg, a["init_from"])
+    seeds = a.get("seeds")
+    return list(seeds) if seeds else None
+
+
+def arm_units(cfg: dict, arm: str) -> list[str]:
+    """Trained models of an arm: the arm itself, or ARM@SEED for each seed."""
+    seeds = arm_seeds(cfg, arm)
+    return [arm] if seeds is None else [f"{arm}@{s}" for s in seeds]
+
+
+def split_unit(unit: str) -> tuple[str, int | None]:
+    """'doc@1' -> ('doc', 1); 'doc' -> ('doc', None)."""
+    arm, _, seed = unit.partition("@")
+    return arm, (int(seed) if seed else None)
+
+
+def train_units(cfg: dict) -> list[str]:
+    return [u for arm in cfg["arms"] for u in arm_units(cfg, arm)]
+
+
+def posttrain_units(cfg: dict) -> list[str]:
+    return [f"{u}.post{n}" for arm in posttrain_arms(cfg) for u in arm_units(cfg, arm) for n in posttrain_sizes(cfg)]
+
+
 def posttrain_models(cfg: dict) -> list[str]:
-    sizes = (cfg.get("posttrain") or {}).get("sizes", [])
-    return [f"{a}.post{n}" for a in posttrain_arms(cfg) for n in sizes]
+    return [f"{a}.post{n}" for a in posttrain_arms(cfg) for n in posttrain_sizes(cfg)]
+
+
+def leaf_models(cfg: dict) -> list[str]:
+    """Every model that is itself evaluated: base models, trained units, post-trained units."""
+    return base_model_names(cfg) + train_units(cfg) + posttrain_units(cfg)
+
+
+def seed_aggregates(cfg: dict) -> dict[str, list[str]]:
+    """Seed-averaged models -> the seed models they average (only for arms with seeds)."""
+    out: dict[str, list[str]] = {}
+    for arm in cfg["arms"]:
+        units = arm_units(cfg, arm)
+        if units == [arm]:
+            continue
+        out[arm] = units
+        if arm in posttrain_arms(cfg):
+            for n in posttrain_sizes(cfg):
+                out[f"{arm}.post{n}"] = [f"{u}.post{n}" for u in units]
+    return out
 
 
 def all_models(cfg: dict) -> list[str]:
-    """Every model that gets evaluated: base models, arms, arms after post-training."""
-    return base_model_names(cfg) + list(cfg["arms"]) + posttrain_models(cfg)
+    """Every model with metrics: base models, arms, arms after post-training (seed averages where
+    an arm has seeds) and, for seeded arms, each seed's model."""
+    named = base_model_names(cfg) + list(cfg["arms"]) + posttrain_models(cfg)
+    return named + [m for m in leaf_models(cfg) if m not in named]
 
 
 def eval_models(cfg: dict) -> list[str]:
+    """Leaf models that get evaluated (evaluation.models selects among all_models; a seed
+    average selects its seed models)."""
     sel = (cfg.get("evaluation") or {}).get("models", "all")
-    models = all_models(cfg)
-    return models if sel == "all" else [m for m in models if m in sel]
+    leaves = leaf_models(cfg)
+    if sel == "all":
+        return leaves
+    agg = seed_aggregates(cfg)
+    chosen: list[str] = []
+    for m in sel:
+        chosen += agg.get(m, [m])
+    return [m for m in leaves if m in chosen]
+
+
+def reported_models(cfg: dict) -> list[str]:
+    """Models in the summary: evaluated leaves plus the seed averages built from them."""
+    leaves = set(eval_models(cfg))
+    agg = {a: u for a, u in seed_aggregates(cfg).items() if set(u) <= leaves}
+    return [m for m in all_models(cfg) if m in leaves or m in agg]
 
 
 def deep_merge(a: dict, b: dict) -> dict:
@@ -207,13 +324,17 @@ def deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
-def arm_train_cfg(cfg: dict, arm: str, posttrain: bool = False) -> dict:
-    """Training hyperparameters of an arm: `training` defaults, then the arm's overrides, then
-    (for post-training) `posttrain.training` overrides."""
+def arm_train_cfg(cfg: dict, unit: str, posttrain: bool = False) -> dict:
+    """Training hyperparameters of an arm (or seed unit ARM@SEED): `training` defaults, then the
+    arm's overrides, then (for post-training) `posttrain.training` overrides; a unit's seed
+    replaces training.seed."""
+    arm, seed = split_unit(unit)
     t = {k: v for k, v in cfg["training"].items() if k != "resources"}
     t = deep_merge(t, cfg["arms"][arm].get("training", {}))
     if posttrain:
         t = deep_merge(t, (cfg.get("posttrain") or {}).get("training", {}))
+    if seed is not None:
+        t["seed"] = seed
     return t
 
 
@@ -236,3 +357,79 @@ def resolve_backend(cfg: dict, entry: dict) -> dict:
     if entry.get("backend") == "hf":
         out["spec"] = base_spec(entry["model"], base_model_cfg(cfg, entry["model"]))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference documentation generated from the schema (config/README.md)
+# ---------------------------------------------------------------------------------------------
+
+def schema_markdown(schema_path: str | Path) -> str:
+    """Every config key with its type, default and description, as Markdown tables."""
+    root = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `config/schema.yaml` by `python -m doctune.config config/schema.yaml`;",
+        "do not edit by hand. `NAME` stands for a name you choose (an arm, a benchmark, ...).",
+        "Shipped configs: `config.yaml` (the preprint, default), `small.yaml` (one GPU, about an",
+        "hour), `demo.yaml` (offline CPU demo). Unknown keys and wrong types stop the run before any",
+        "job starts, naming the key.",
+        "",
+    ]
+
+    def typ(s: dict) -> str:
+        s = _resolve(s, root)
+        if "enum" in s:
+            return " \\| ".join("null" if v is None else f"`{v}`" for v in s["enum"])
+        if "anyOf" in s:
+            return " or ".join(typ(x) for x in s["anyOf"])
+        t = s.get("type", "")
+        return " or ".join(t) if isinstance(t, list) else str(t)
+
+    def default(s: dict) -> str:
+        if "default" not in s:
+            return "required"
+        return "`" + json_dumps(s["default"]) + "`"
+
+    def walk(schema: dict, prefix: str, rows: list):
+        schema = _resolve(schema, root)
+        req = set(schema.get("required", []))
+        for key, sub in (schema.get("properties") or {}).items():
+            r = _resolve(sub, root)
+            desc = (sub.get("description") or r.get("description") or "").replace("\n", " ").replace("|", "\\|")
+            d = default(sub) if "default" in sub or key not in req else "required"
+            if "default" not in sub and "default" in r:
+                d = default(r)
+            rows.append((f"{prefix}{key}", typ(sub), d, desc))
+            if r.get("type") == "object" or "properties" in r or isinstance(r.get("additionalProperties"), dict):
+                walk(r, f"{prefix}{key}.", rows)
+            elif isinstance(r.get("items"), dict) and (r["items"].get("properties")):
+                walk(r["items"], f"{prefix}{key}[].", rows)
+        addl = schema.get("additionalProperties")
+        if isinstance(addl, dict):
+            walk(addl, f"{prefix}NAME.", rows)
+
+    for key, sub in root["properties"].items():
+        rows: list = []
+        r = _resolve(sub, root)
+        lines += [f"## `{key}`", "", (sub.get("description") or r.get("description") or "").strip(), ""]
+        if r.get("type") == "object" and (r.get("properties") or isinstance(r.get("additionalProperties"), dict)):
+            walk(r, f"{key}.", rows)
+        else:
+            rows.append((key, typ(sub), default(sub), ""))
+        lines += ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+        lines += [f"| `{k}` | {t} | {d} | {desc} |" for k, t, d, desc in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def json_dumps(v: Any) -> str:
+    import json
+
+    return json.dumps(v, ensure_ascii=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    print(schema_markdown(sys.argv[1] if len(sys.argv) > 1 else "config/schema.yaml"))

@@ -33,7 +33,8 @@ from .io import DataError, atomic_write_text, read_json, stable_hash
 CONTRACT_COLUMNS = ["benchmark", "metric", "model_a", "model_b", "diff", "ci_low", "ci_high",
                     "p_value", "test", "n"]
 COLUMNS = CONTRACT_COLUMNS + ["value_a", "value_b", "p_holm", "n_missing", "p_t", "p_wilcoxon",
-                              "p_permutation", "status", "note", "family", "significant"]
+                              "p_permutation", "status", "note", "family", "significant",
+                              "n_seeds_a", "n_seeds_b"]
 
 STATS_DEFAULTS: dict[str, Any] = {
     "n_bootstrap": 10000,
@@ -195,6 +196,7 @@ class MetricData:
     null_items: set = field(default_factory=set)  # item ids whose score is null
     missing: str | None = None  # reason, when the metric is not available
     notes: list[str] = field(default_factory=list)
+    n_seeds: int = 1  # training seeds behind the scores (seed averages have several)
 
 
 def _num(x: Any, where: str) -> float | None:
@@ -258,7 +260,8 @@ def metric_data(doc: dict | str, metric: str, model: str) -> MetricData:
         ci_low=_num(m.get("ci_low"), f"{where}.ci_low"),
         ci_high=_num(m.get("ci_high"), f"{where}.ci_high"),
         stderr=_num(m.get("stderr"), f"{where}.stderr"),
-        n=m.get("n"), n_missing=m.get("n_missing"))
+        n=m.get("n"), n_missing=m.get("n_missing"),
+        n_seeds=int(m.get("n_seeds", doc.get("n_seeds", 1)) or 1))
     raw_items = (doc.get("items") or {}).get(metric)
     if raw_items is not None:
         if not isinstance(raw_items, dict):
@@ -464,7 +467,8 @@ def compare_one(benchmark: str, metric: str, model_a: str, model_b: str, family:
                 ma: MetricData, mb: MetricData, cfg: dict) -> dict:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(benchmark=benchmark, metric=metric, model_a=model_a, model_b=model_b,
-               family=family, value_a=ma.value, value_b=mb.value)
+               family=family, value_a=ma.value, value_b=mb.value,
+               n_seeds_a=None if ma.missing else ma.n_seeds, n_seeds_b=None if mb.missing else mb.n_seeds)
     notes: list[str] = []
     if ma.missing or mb.missing:
         row["status"] = "missing"

@@ -14,7 +14,7 @@ from .io import DataError, atomic_write_text
 from .stats import DEMO_BANNER, format_tsv, load_metrics_file
 
 COLUMNS = ["model", "benchmark", "metric", "value", "ci_low", "ci_high", "n", "n_missing",
-           "status", "note", "primary"]
+           "status", "note", "primary", "n_seeds", "seed_sd"]
 DEMO_NOTE = "DEMO: numbers only exercise the pipeline and mean nothing"
 
 
@@ -74,7 +74,9 @@ def summary_rows(metrics_files: dict[str, dict[str, str]],
                    "ci_high": _number(m.get("ci_high"), f"{where}.ci_high"),
                    "n": _count(m.get("n"), f"{where}.n"),
                    "n_missing": _count(m.get("n_missing"), f"{where}.n_missing"),
-                   "primary": name == primary}
+                   "primary": name == primary,
+                   "n_seeds": _count(m.get("n_seeds", doc.get("n_seeds", 1)), f"{where}.n_seeds"),
+                   "seed_sd": _number(m.get("seed_sd"), f"{where}.seed_sd")}
             notes = []
             if status != "ok":
                 row["status"] = "missing"

@@ -52,10 +52,15 @@ def validate_messages(messages: Any, where: str) -> list[dict]:
     return messages
 
 
-def read_chats(paths: Iterable[str]) -> list[list[dict]]:
-    chats: list[list[dict]] = []
+def read_chats(paths: Iterable[str], allow_text: bool = False) -> list:
+    """Chat examples (lists of messages). With allow_text, a record holding "text" instead of
+    "messages" (a replayed document) is returned as its string and trained with full LM loss."""
+    chats: list = []
     for path in paths:
         for i, rec in enumerate(iter_jsonl(path), start=1):
+            if allow_text and "messages" not in rec and isinstance(rec.get("text"), str):
+                chats.append(rec["text"])
+                continue
             chats.append(validate_messages(rec.get("messages"), f"{path}: record {i} (id {rec.get('id')!r})"))
     if not chats:
         raise DataError(f"no chat examples in {list(paths)}")
@@ -233,8 +238,14 @@ def build_rows(method: str, data: list[str], tok, cfg: dict) -> tuple[list[dict]
     elif method == "sft":
         if not getattr(tok, "chat_template", None):
             raise DataError("method 'sft' needs a tokenizer with a chat template (set base.chat_template)")
-        chats = read_chats(data)
-        examples = [tokenize_chat(tok, m) for m in chats]
+        chats = read_chats(data, allow_text=True)
+        examples = []
+        for m in chats:
+            if isinstance(m, str):  # replayed document: every token is a target
+                ids = tokenize_documents(tok, [m], add_bos=cfg["add_bos"])[0]
+                examples.append((ids, list(ids)))
+            else:
+                examples.append(tokenize_chat(tok, m))
         rows, truncated = pack_examples(examples, cfg["seq_len"], packing=cfg["packing"],
                                         boundaries=cfg["packing_boundaries"])
         stats = {"n_examples": len(chats), "n_tokens": sum(len(e[0]) for e in examples), "n_truncated": truncated}
