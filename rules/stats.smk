@@ -60,10 +60,75 @@ rule comparisons:
         "../scripts/comparisons.py"
 
 
+AGREE = config["agreement"]
+AGREE_ON = bool(JUDGED) and AGREE["export"]
+RATINGS = [AGREE["ratings"]] if isinstance(AGREE["ratings"], str) else list(AGREE["ratings"] or [])
+JUDGED_SCORES = {m: {b: f"results/scores/{m}/{b}.jsonl" for b in JUDGED} for m in MODELS}
+JUDGED_COMPLETIONS = {m: {b: f"results/completions/{m}/{b}.jsonl" for b in JUDGED} for m in MODELS}
+
+
+rule rating_sample:
+    """A stratified sample of judged items for people to rate (CSV + self-contained HTML page)."""
+    input:
+        scores=[p for d in JUDGED_SCORES.values() for p in d.values()],
+        completions=[p for d in JUDGED_COMPLETIONS.values() for p in d.values()],
+    output:
+        csv=report("results/agreement/rating_sample.csv", caption="../report/rating_sample.rst", category="Judge validation"),
+        html=report("results/agreement/rating_page.html", caption="../report/rating_sample.rst", category="Judge validation"),
+        key="results/agreement/rating_key.json",
+    params:
+        per_stratum=AGREE["per_stratum"],
+        seed=AGREE["seed"],
+        scores=JUDGED_SCORES,
+        completions=JUDGED_COMPLETIONS,
+        benchmarks={b: config["benchmarks"][b] for b in JUDGED},
+    log:
+        "results/logs/rating_sample.log",
+    benchmark:
+        "results/benchmarks/rating_sample.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/rating_sample.py"
+
+
+rule agreement:
+    """Agreement of people (ratings files) and judges, and between judges, with bootstrap CIs."""
+    input:
+        key="results/agreement/rating_key.json",
+        ratings=RATINGS,
+        scores=[p for d in JUDGED_SCORES.values() for p in d.values()],
+    output:
+        "results/agreement/agreement.json",
+    params:
+        scores=JUDGED_SCORES,
+        n_bootstrap=AGREE["n_bootstrap"],
+        seed=AGREE["seed"],
+    log:
+        "results/logs/agreement.log",
+    benchmark:
+        "results/benchmarks/agreement.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/agreement.py"
+
+
 rule summary:
     """results/summary.tsv: model, benchmark, metric, value, ci_low, ci_high, n, n_missing."""
     input:
-        ALL_METRICS,
+        metrics=ALL_METRICS,
+        agreement=["results/agreement/agreement.json"] if AGREE_ON else [],
     output:
         report("results/summary.tsv", caption="../report/summary.rst", category="Summary"),
     params:

@@ -97,12 +97,17 @@ def summary_rows(metrics_files: dict[str, dict[str, str]],
 
 
 def write_summary(metrics_files: dict[str, dict[str, str]], out: str, demo: bool = False,
-                  expected: list[tuple[str, str]] | None = None) -> list[dict]:
+                  expected: list[tuple[str, str]] | None = None, agreement: str | None = None) -> list[dict]:
     """Write the summary TSV and its provenance sidecar; returns the rows.
 
     metrics_files = {model: {benchmark: path}}; expected = (model, benchmark) pairs that must
-    appear (a pair without a file gets a ``missing`` row)."""
+    appear (a pair without a file gets a ``missing`` row); agreement = the agreement JSON whose
+    rows (people vs judges, judge vs judge) are appended."""
     rows = summary_rows(metrics_files, expected)
+    if agreement:
+        from .agreement import agreement_summary_rows
+
+        rows += agreement_summary_rows(agreement)
     if demo:
         for r in rows:
             r["note"] = "; ".join(x for x in (DEMO_NOTE, r.get("note")) if x)
@@ -110,6 +115,7 @@ def write_summary(metrics_files: dict[str, dict[str, str]], out: str, demo: bool
     from .provenance import write_sidecar
 
     inputs = [p for per in metrics_files.values() for p in per.values() if Path(p).exists()]
+    inputs += [agreement] if agreement else []
     write_sidecar(out, inputs, {"demo": demo, "expected": [list(x) for x in expected or []]},
                   rule="summary")
     return rows
