@@ -38,7 +38,7 @@ def test_placeholders_filled_from_combination():
 
 def test_fixture_quirks(ahb_fixture, caplog):
     with caplog.at_level(logging.WARNING):
-        qs, dims = load_ahb(ahb_fixture)
+        qs, dims = load_ahb(ahb_fixture, invalid_tags="drop_tag")
     assert list(dims) == ["Moral Consideration", "Harm Minimization", "Sentience Acknowledgement", "Actionability"]
     assert dims["Actionability"]["weight"] == 2.0
     ids = [q["id"] for q in qs]
@@ -59,7 +59,9 @@ def test_invalid_tag_policies(ahb_fixture, tmp_path):
     (d / "dimensions.jsonl").write_text((Path(ahb_fixture["path"]) / "dimensions.jsonl").read_text())
     (d / "questions.jsonl").write_text(json.dumps({"id": 0, "question": "Q?", "tags": ["No Such Dimension", "Actionability"],
                                                   "variables": None, "language": None, "translation": None}) + "\n")
-    assert load_ahb({"path": str(d)})[0][0]["tags"] == ["Actionability"]
+    assert load_ahb({"path": str(d)}, invalid_tags="drop_tag")[0][0]["tags"] == ["Actionability"]
+    with pytest.raises(DataError, match="no scorable questions"):
+        load_ahb({"path": str(d)})  # default drop_question drops the only question
     with pytest.raises(DataError, match="No Such Dimension"):
         load_ahb({"path": str(d)}, invalid_tags="error")
     with pytest.raises(ValueError):
@@ -95,7 +97,7 @@ def test_human_compassion_set(repo_root, caplog):
 
 def test_load_prompts_all_kinds(ahb_fixture, repo_root):
     ps = load_prompts({"kind": "ahb", "source": ahb_fixture, "max_questions": 4})
-    assert [p["id"] for p in ps] == ["0", "1", "2", "3"] and ps[0]["prompt"].startswith("My neighbour")
+    assert [p["id"] for p in ps] == ["0", "1", "2", "4"] and ps[0]["prompt"].startswith("My neighbour")
     cs = load_prompts({"kind": "compassion", "source": {"path": str(repo_root / "resources/benchmarks/human_compassion")}})
     assert len(cs) >= 40
     sr = load_prompts({"kind": "strongreject", "source": {"path": str(repo_root / "resources/fixtures/strongreject_small.csv")}})
@@ -122,15 +124,14 @@ def test_real_ahb_115(shared_benchmarks, caplog):
     if not (shared_benchmarks / "ahb" / "questions.jsonl").is_file():
         pytest.skip("real AHB files absent")
     with caplog.at_level(logging.WARNING):
-        qs, dims = load_ahb(src)
+        assert len(load_ahb(src)[0]) == 114  # default: like the reference, drop question 58
+        qs, dims = load_ahb(src, invalid_tags="drop_tag")
     assert len(dims) == 13
-    # id 58 carries an empty tag beside six real ones: the tag is dropped, the question stays
+    # id 58 carries an empty tag beside six real ones: with drop_tag the tag goes, the question stays
     assert len(qs) == 115
     q58 = next(q for q in qs if q["id"] == "58")
     assert len(q58["tags"]) == 6 and "" not in q58["tags"]
     assert "question 58 has an empty tag" in caplog.text
-    # the stricter policy (drop a question with any bad tag) gives 114 scorable questions
-    assert len(load_ahb(src, invalid_tags="drop_question")[0]) == 114
     q3 = next(q for q in qs if q["id"] == "3")
     assert [c["animal"] for c in q3["combinations"]] == ["naked mole rats", "hamster"]
     assert sum(len(q["combinations"]) > 1 for q in qs) >= 4
