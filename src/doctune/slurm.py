@@ -227,6 +227,7 @@ def render_slurm_conf(cfg: ClusterConfig, paths: Paths, hw: NodeHardware) -> str
         "AccountingStorageHost=localhost",
         f"AccountingStoragePort={cfg.slurmdbd_port}",
         "AccountingStorageTRES=gres/gpu",
+        "AccountingStoreFlags=job_comment",  # sacct shows the rule / group and wildcards
         "AccountingStorageEnforce=associations",
         "JobCompType=jobcomp/none",
         f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={hw.cpus} Boards={hw.boards} "
@@ -298,9 +299,17 @@ def _read_pid(pidfile: Path) -> int | None:
 
 
 def _comm(pid: int) -> str | None:
+    """The program name of a live process; None when gone or a zombie (reaped if our child)."""
     try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2] == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            return None
         return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
+    except (OSError, ValueError, IndexError):
         return None
 
 
