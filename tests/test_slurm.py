@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from test_e2e_demo import copy_repo
+
 from doctune import slurm as ds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,17 +108,6 @@ def test_profile_dry_run_real_workflow(tmp_path):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def copy_repo(dst: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
-    for f in filter(None, files):
-        src = REPO / f
-        if src.is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / f)
-    return dst
-
 
 def _env(extra: dict | None = None) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
