@@ -1,5 +1,4 @@
 # Shared names, wildcard constraints and input functions.
-import json
 import re
 
 from doctune import config as dc
@@ -13,7 +12,6 @@ def _alt(names):
 
 
 BASES = list(config["base_models"])
-EVAL_BASES = dc.base_model_names(config)
 ARMS = list(config["arms"])
 UNITS = dc.train_units(config)  # trained models: ARM, or ARM@SEED per seed
 TRAINED_UNITS = [u for u in UNITS if not config["arms"][dc.split_unit(u)[0]].get("init_from")]
@@ -22,7 +20,6 @@ POST_UNITS = sorted({u.rsplit(".post", 1)[0] for u in dc.posttrain_units(config)
 CORPORA = list(config["corpora"])
 POST_ARMS = dc.posttrain_arms(config)
 POST_SIZES = list(config["posttrain"]["sizes"])
-DATA_SIZES = list(config["posttrain_data"]["sizes"])
 MODELS = dc.eval_models(config)  # evaluated models (leaves)
 REPORTED = dc.reported_models(config)  # + seed averages
 AGG = {m: u for m, u in dc.seed_aggregates(config).items() if m in REPORTED}
@@ -119,10 +116,6 @@ def local_inputs(bench):
         if p and not re.match(r"^[a-z]+://", p):
             out.append(p)
     return out
-
-
-def gpu_resources_max(*sections):
-    return max(resources_of(s)["gpu"] for s in sections)
 
 
 def corpus_res(corpus, key):

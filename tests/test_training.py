@@ -250,7 +250,7 @@ def test_chunked_loss_module_matches_plain_on_model(tiny_spec):
 def test_train_with_chunked_loss_and_checkpointing_runs(work, docs_file, tiny_spec):
     cfg = {**BASE_CFG, "max_steps": 3, "loss_chunking": True, "loss_chunk_size": 16, "gradient_checkpointing": True}
     res = train("doc", [docs_file], tiny_spec, cfg, str(work / "chunked"))
-    ref = train("doc", [docs_file], tiny_spec, {**BASE_CFG, "max_steps": 3}, str(work / "plain"))
+    train("doc", [docs_file], tiny_spec, {**BASE_CFG, "max_steps": 3}, str(work / "plain"))
     a = read_jsonl(work / "chunked" / "train_metrics.jsonl")
     b = read_jsonl(work / "plain" / "train_metrics.jsonl")
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-4)

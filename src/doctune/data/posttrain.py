@@ -11,7 +11,6 @@ format "messages": records {"messages": [{"role", "content"}, ...]} with at leas
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any

@@ -166,7 +166,6 @@ def generate_documents(specs: str, out: str, report: str, generator_cfg: dict, v
         return rep
 
     settings = request_settings(generator_cfg)
-    by_id = {s["id"]: s for s in spec_rows}
     attempt_of: dict[str, int] = {}
 
     def make_request(spec: dict, attempt: int) -> GenRequest:

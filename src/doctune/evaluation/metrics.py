@@ -19,7 +19,6 @@ lm_eval: acc, acc_norm from lm-eval's JSON, CI from per-item bootstrap or +-1.96
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import defaultdict
