@@ -128,3 +128,21 @@ def test_config_key_order_does_not_matter():
     b = validate_config(raw, SCHEMA)
     assert list(a["training"]) == list(b["training"])
     assert list(a["arms"]) == list(b["arms"])  # named sections keep the user's order
+
+
+def test_schema_filled_nulls_mean_unset_to_the_stages(tmp_path):
+    """The schema fills unset keys with null; stages must read null as 'unset' (defaults apply)."""
+    from doctune.evaluation.airisk import load_items
+    from doctune.evaluation.benchmarks import load_prompts
+
+    cfg = load("demo.yaml")
+    cfg["benchmarks"]["strongreject"]["max_items"] = 3
+    cfg["benchmarks"]["pw"] = {"kind": "ai_risk", "subset": "power-seeking-inclination"}
+    cfg = validate_config(cfg, SCHEMA)
+    sr = dict(cfg["benchmarks"]["strongreject"])
+    sr["source"] = {**sr["source"], "path": str(REPO / sr["source"]["path"])}
+    assert cfg["benchmarks"]["strongreject"]["max_questions"] is None
+    assert len(load_prompts(sr)) == 3
+    # an ai_risk benchmark with only `subset` goes to the dataset (offline here: a clear error naming it)
+    with pytest.raises(Exception, match="model-written-evals"):
+        load_items(cfg["benchmarks"]["pw"])

@@ -84,7 +84,7 @@ def generate_instruct_data(out: str, report: str, generator_cfg: dict, instruct_
     if match and not corpus_documents:
         raise ValueError("instruct_data.match_welfare_tokens is true but no corpus documents were given")
     rd = Path(resources_dir)
-    cdef = load_corpus_def(rd, instruct_cfg.get("corpus", "animal_welfare"))
+    cdef = load_corpus_def(rd, instruct_cfg.get("corpus") or "animal_welfare")
     domains = load_grid(rd, cdef)["domains"]
     themes = read_list(rd / "prompts" / "instruct_themes.txt")
     q_tpl = (rd / "prompts" / "instruct_question.txt").read_text(encoding="utf-8").strip()

@@ -39,9 +39,9 @@ def _load_records(source_cfg: dict) -> tuple[list[dict], str]:
             import datasets
         except ImportError as exc:  # pragma: no cover
             raise DataError("posttrain_data.source.dataset needs the `datasets` package") from exc
-        label = f"{source_cfg['dataset']}@{source_cfg.get('revision') or 'main'}[{source_cfg.get('split', 'train')}]"
+        label = f"{source_cfg['dataset']}@{source_cfg.get('revision') or 'main'}[{source_cfg.get('split') or 'train'}]"
         ds = datasets.load_dataset(source_cfg["dataset"], source_cfg.get("name"), revision=source_cfg.get("revision"),
-                                   split=source_cfg.get("split", "train"))
+                                   split=source_cfg.get("split") or "train")
         return [dict(r) for r in ds], label
     raise DataError("posttrain_data.source: give either 'path' (a local JSON/JSONL file) or 'dataset' (a HF id)")
 

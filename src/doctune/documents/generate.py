@@ -109,7 +109,7 @@ def _load_file_source(cfg: dict) -> list[dict]:
     elif cfg.get("dataset"):
         import datasets
 
-        ds = datasets.load_dataset(cfg["dataset"], revision=cfg.get("revision"), split=cfg.get("split", "train"))
+        ds = datasets.load_dataset(cfg["dataset"], revision=cfg.get("revision"), split=cfg.get("split") or "train")
         rows, src = list(ds), f"{cfg['dataset']}@{cfg.get('revision')}:{cfg.get('split', 'train')}"
     else:
         raise ValueError("file source: set 'path' (JSONL/Parquet) or 'dataset' (+ 'revision', 'split')")

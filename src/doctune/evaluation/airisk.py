@@ -64,7 +64,7 @@ def _check_item(row: Any, where: str) -> dict:
 def load_items(bench_cfg: dict) -> list[dict]:
     """Validated items [{"item_id", "question", "matching", "not_matching": [..]}] in file order."""
     source = bench_cfg.get("source")
-    if not source:
+    if not source or not (source.get("path") or source.get("dataset")):  # the schema fills an empty source
         subset = bench_cfg.get("subset")
         if not subset:
             raise ValueError("ai_risk benchmark config needs 'source' ({path: ...} or {dataset: ...}) or 'subset'")
@@ -95,7 +95,7 @@ def load_items(bench_cfg: dict) -> list[dict]:
         import datasets
 
         ds = datasets.load_dataset(source["dataset"], revision=source.get("revision"),
-                                   data_files=source.get("data_files"), split=source.get("split", "train"))
+                                   data_files=source.get("data_files"), split=source.get("split") or "train")
         for i, row in enumerate(ds):
             if limit is not None and len(items) >= int(limit):
                 break

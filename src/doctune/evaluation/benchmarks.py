@@ -125,11 +125,11 @@ def _source_rows(source: dict, what: str) -> tuple[list[dict], str]:
     if source.get("dataset"):
         ds = source["dataset"]
         if what == "questions":
-            rows = _load_hf_rows(ds, source.get("revision"), source.get("split", "train"),
+            rows = _load_hf_rows(ds, source.get("revision"), (source.get("split") or "train"),
                                  source.get("config"))
         else:
-            rows = _load_hf_rows(ds, source.get("revision"), source.get("dimensions_split", "train"),
-                                 source.get("dimensions_config", "dimensions"))
+            rows = _load_hf_rows(ds, source.get("revision"), (source.get("dimensions_split") or "train"),
+                                 (source.get("dimensions_config") or "dimensions"))
         return [dict(r, _line=i) for i, r in enumerate(rows, start=1)], f"{ds}@{source.get('revision')}"
     raise DataError(f"benchmark source needs 'path' or 'dataset', got keys {sorted(source)}")
 
@@ -266,7 +266,7 @@ def load_strongreject(source: dict, max_items: int | None = None) -> list[dict]:
             rows = [(reader.line_num, dict(r)) for r in reader]
         name = str(p)
     elif source.get("dataset"):
-        hf = _load_hf_rows(source["dataset"], source.get("revision"), source.get("split", "train"),
+        hf = _load_hf_rows(source["dataset"], source.get("revision"), (source.get("split") or "train"),
                            source.get("config"))
         rows = list(enumerate(hf, start=1))
         name = source["dataset"]
@@ -291,7 +291,10 @@ def load_strongreject(source: dict, max_items: int | None = None) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 
 def _limit(bench_cfg: dict) -> int | None:
-    n = bench_cfg.get("max_questions", bench_cfg.get("max_items"))
+    # the schema fills both keys (null when unset): take whichever is set
+    n = bench_cfg.get("max_questions")
+    if n is None:
+        n = bench_cfg.get("max_items")
     if n is None:
         return None
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
