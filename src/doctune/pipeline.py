@@ -137,15 +137,68 @@ def prepare_train_dir(out_dir: str, run_key: dict) -> None:
         atomic_write_text(marker, key + "\n")
 
 
-def launch_training(kwargs: dict, gpus: int) -> None:
-    """Train in this process, or under `accelerate launch` with one process per GPU."""
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_command(args_file: str, processes: int, port: int | None = None,
+                       entry: list[str] | None = None) -> list[str]:
+    """`accelerate launch` with one process per GPU. Every launch setting is given explicitly, so a
+    user's `accelerate config` file cannot change how a rule trains, and each job takes its own
+    rendezvous port: two multi-GPU jobs on one node would otherwise both use 29500."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port or _free_port()), *(entry or ["-m", "doctune.pipeline"]), "train",
+            args_file]
+
+
+def launch_training(kwargs: dict, gpus: int, entry: list[str] | None = None) -> None:
+    """Train in this process, or under `accelerate launch` with one process per GPU.
+
+    In the second case a stop signal to this process (SIGTERM, SIGUSR1, SIGINT) reaches the launcher
+    as SIGTERM, which it passes on to every rank; this process waits, so the ranks can save their
+    checkpoint before the job ends, and exits with status 143 (as a single-process run does).
+    `entry` replaces `-m doctune.pipeline` as the per-rank program (tests use it)."""
     if gpus > 1 and "LOCAL_RANK" not in os.environ:
+        import signal
+
+        from .training.loop import EXIT_PREEMPTED, STOP_SIGNALS
+
+        log = logging.getLogger("doctune")
         args_file = Path(kwargs["out_dir"]) / ".train_args.json"
         atomic_write_text(args_file, json.dumps(kwargs))
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
-               "-m", "doctune.pipeline", "train", str(args_file)]
-        logging.getLogger("doctune").info("launching: %s", " ".join(cmd))
-        subprocess.run(cmd, check=True)
+        cmd = accelerate_command(str(args_file), gpus, entry=entry)
+        log.info("launching: %s", " ".join(cmd))
+        # the ranks import doctune from where this process did (a conda env need not have it installed)
+        src = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        proc = subprocess.Popen(cmd, env=env)
+        stopped: list[int] = []
+
+        def _forward(signum, frame):
+            stopped.append(signum)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # the launcher handles SIGTERM, not SIGUSR1
+
+        previous = {}
+        for sname in (*STOP_SIGNALS, "SIGINT"):
+            sig = getattr(signal, sname, None)
+            if sig is not None:
+                previous[sig] = signal.signal(sig, _forward)
+        try:
+            code = proc.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if code != 0 and stopped:
+            log.warning("training stopped by signal %s; the checkpoint lets a rerun resume", stopped[0])
+            raise SystemExit(EXIT_PREEMPTED)
+        if code != 0:
+            raise RuntimeError(f"accelerate launch exited with status {code}: {' '.join(cmd)}")
         return
     from .training import train
 

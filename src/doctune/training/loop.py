@@ -346,6 +346,11 @@ def train(method: str, data: list[str], base_spec: dict, train_cfg: dict, out_di
                     fh.flush()
                 pbar.set_postfix(loss=f"{res['loss']:.4f}" if res["loss"] is not None else "n/a")
                 window_t, window_tokens = time.perf_counter(), 0
+            if world > 1:
+                # every rank must stop after the same step: a signal may reach them a step apart
+                flag = torch.tensor([0.0 if stop["signal"] is None else 1.0], device=accelerator.device)
+                if float(accelerator.reduce(flag, reduction="sum")) > 0 and stop["signal"] is None:
+                    stop["signal"] = "another rank's"
             if stop["signal"] is not None:
                 if fh:
                     fh.close()
