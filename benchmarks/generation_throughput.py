@@ -10,15 +10,17 @@ download). Prompts are random token ids fed straight to the backend (a stand-in 
 ids to numbers), so the timed path is HFBackend.generate: grouping, length sorting, batching,
 left padding, seeded sampling, transformers' generate.
 
-Variants: batch sizes (64, 128, 256, 780) x cache (dynamic, static without compile, static +
-torch.compile), and vLLM when it is importable. Each variant first runs one warm-up batch of its
-own shape (compilation and CUDA-graph capture happen there), then the whole workload is timed.
-Batches that do not fit are halved by the backend's out-of-memory fallback; the table says so.
+Variants: batch sizes (auto = the backend's memory plan, 64, 128, 256, 780) x cache (static
+without compile, static + torch.compile, dynamic), and vLLM when it is importable. The backend cuts
+the 780 requests into equal batches of at most the batch size (the table shows the cut). Each
+variant first runs one warm-up batch of the first batch's shape (compilation and CUDA-graph
+capture happen there), then the whole workload is timed. Batches that do not fit are halved by the
+backend's out-of-memory fallback. --budget skips the variants not started once it is spent.
 
 Needs only torch + transformers (+ vllm, optional); doctune is imported from ../src.
 
     python benchmarks/generation_throughput.py                    # GPU, full workload
-    python benchmarks/generation_throughput.py --variants b64-dynamic,b256-static-compile
+    python benchmarks/generation_throughput.py --variants bauto-static,bauto-static-compile,b64-dynamic
     python benchmarks/generation_throughput.py --tiny             # CPU smoke test (tiny model)
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 
 from doctune.llm.base import GenRequest  # noqa: E402
-from doctune.llm.hf import HFBackend  # noqa: E402
+from doctune.llm.hf import HFBackend, balanced_batches  # noqa: E402
 
 LLAMA_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                 num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
@@ -105,11 +107,15 @@ def sync():
         torch.cuda.synchronize()
 
 
-def run_hf(model, tok, reqs, batch_size: int, cache: str, compile_: bool):
+def run_hf(model, tok, reqs, batch_size, cache: str, compile_: bool):
     cfg = {"backend": "hf", "spec": {"name": "llama-8b-random"}, "batch_size": batch_size, "ignore_eos": True,
            "cache_implementation": "static" if cache == "static" else None, "compile": compile_}
     b = IdBackend(cfg, model=model, tokenizer=tok)
-    warm = reqs[:min(batch_size, len(reqs))]
+    # the warm-up batch has the shape of the first timed batch (the backend cuts batches evenly)
+    plan = balanced_batches(list(range(len(reqs))),
+                            b.max_batch(max(len(IdBackend.prompts[r.key]) for r in reqs), reqs[0].max_new_tokens))
+    print(f"  batches: {[len(x) for x in plan]}", flush=True)
+    warm = reqs[:len(plan[0])]
     t0 = time.perf_counter()
     b.generate(warm)
     sync()
@@ -118,7 +124,7 @@ def run_hf(model, tok, reqs, batch_size: int, cache: str, compile_: bool):
     res = b.generate(reqs)
     sync()
     secs = time.perf_counter() - t0
-    return res, secs, warm_s
+    return res, secs, warm_s, [len(x) for x in plan]
 
 
 def run_vllm(model_dir: str, reqs, prompts, max_new: int):  # pragma: no cover - needs vllm + GPU
@@ -145,8 +151,11 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--max-new", type=int, default=512)
-    ap.add_argument("--batch-sizes", default="64,128,256,780")
-    ap.add_argument("--caches", default="dynamic,static,static-compile")
+    ap.add_argument("--batch-sizes", default="auto,64,128,256,780",
+                    help="comma list of rows per generate call; auto = the backend's memory plan")
+    ap.add_argument("--caches", default="static,static-compile,dynamic")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds for all variants; variants not started once it is spent are skipped")
     ap.add_argument("--variants", default=None, help="comma list like b64-dynamic,b256-static-compile,vllm")
     ap.add_argument("--json", default=None, help="write the table as JSON here")
     args = ap.parse_args(argv)
@@ -159,16 +168,16 @@ def main(argv=None):
             args.prompt_len = 32
         if args.max_new == 512:
             args.max_new = 16
-        if args.batch_sizes == "64,128,256,780":
-            args.batch_sizes = "4,12"
-        if args.caches == "dynamic,static,static-compile":
-            args.caches = "dynamic,static"
+        if args.batch_sizes == "auto,64,128,256,780":
+            args.batch_sizes = "auto,4,12"
+        if args.caches == "static,static-compile,dynamic":
+            args.caches = "static,dynamic"
     else:
         if not torch.cuda.is_available():
             sys.exit("no CUDA device: run with --tiny for the CPU smoke test")
         device, dtype, shape = "cuda", torch.bfloat16, LLAMA_8B
     variants = []
-    for bs in [int(x) for x in args.batch_sizes.split(",")]:
+    for bs in args.batch_sizes.split(","):
         for c in args.caches.split(","):
             variants.append(f"b{bs}-{c}")
     if not args.tiny:
@@ -194,7 +203,12 @@ def main(argv=None):
           flush=True)
 
     rows = []
+    t_start = time.perf_counter()
     for v in variants:
+        if args.budget is not None and time.perf_counter() - t_start > args.budget:
+            rows.append({"variant": v, "error": "skipped: time budget spent"})
+            print(json.dumps(rows[-1]), flush=True)
+            continue
         try:
             if v == "vllm":
                 import tempfile
@@ -204,11 +218,14 @@ def main(argv=None):
                     new_tokens, secs, warm_s = run_vllm(d, reqs, prompts, args.max_new)
             else:
                 bs_s, cache = v.split("-", 1)
-                res, secs, warm_s = run_hf(model, tok, reqs, int(bs_s[1:]), cache.split("-")[0],
-                                           cache.endswith("compile"))
+                bs = "auto" if bs_s[1:] == "auto" else int(bs_s[1:])
+                res, secs, warm_s, plan = run_hf(model, tok, reqs, bs, cache.split("-")[0],
+                                                 cache.endswith("compile"))
                 new_tokens = sum(r.output_tokens for r in res)
             row = {"variant": v, "completions": len(reqs), "new_tokens": new_tokens, "seconds": round(secs, 2),
                    "warmup_seconds": round(warm_s, 2), "new_tok_per_s": round(new_tokens / secs, 1)}
+            if v != "vllm":
+                row["batches"] = plan
         except Exception as exc:  # noqa: BLE001 - report and go on with the next variant
             row = {"variant": v, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         if device == "cuda":
@@ -218,15 +235,19 @@ def main(argv=None):
             torch.cuda.empty_cache()
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.json:  # after every variant: a run killed by a timeout keeps what it measured
+            Path(args.json).write_text(json.dumps({"device": device, "rows": rows}, indent=2))
 
-    print("\n| variant | new tokens | seconds | new tokens/s | warm-up s |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("\n| variant | batches | new tokens | seconds | new tokens/s | warm-up s | peak GiB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         if "error" in r:
-            print(f"| {r['variant']} | error: {r['error']} | | | |")
+            print(f"| {r['variant']} | error: {r['error']} | | | | | |")
         else:
-            print(f"| {r['variant']} | {r['new_tokens']} | {r['seconds']} | {r['new_tok_per_s']} | "
-                  f"{r['warmup_seconds']} |")
+            b = r.get("batches")
+            shown = "paged" if b is None else (f"{len(b)} x {b[0]}" if len(set(b)) == 1 else "+".join(map(str, b)))
+            print(f"| {r['variant']} | {shown} | {r['new_tokens']} | {r['seconds']} | {r['new_tok_per_s']} | "
+                  f"{r['warmup_seconds']} | {r.get('peak_gib', '')} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device, "rows": rows}, indent=2))
     return rows

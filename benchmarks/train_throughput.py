@@ -27,15 +27,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 VARIANTS = {
-    # name: flags
-    "gc": ["--gradient-checkpointing"],
-    "gc+chunked": ["--gradient-checkpointing", "--loss-chunking"],
-    "gc+chunked+bs2": ["--gradient-checkpointing", "--loss-chunking", "--batch-size", "2"],
-    "nogc": [],
-    "nogc+chunked": ["--loss-chunking"],
+    # name: flags. Ordered by how likely they are to be the fastest, so a time budget keeps those.
     "nogc+chunked+fused": ["--loss-chunking", "--fused-adamw"],
     "nogc+chunked+fused+compile": ["--loss-chunking", "--fused-adamw", "--compile"],
+    "nogc": [],
+    "gc": ["--gradient-checkpointing"],
     "nogc+chunked+fused+packing": ["--loss-chunking", "--fused-adamw", "--packing"],
+    "nogc+chunked": ["--loss-chunking"],
+    "gc+chunked+bs2": ["--gradient-checkpointing", "--loss-chunking", "--batch-size", "2"],
+    "gc+chunked": ["--gradient-checkpointing", "--loss-chunking"],
     "gc+chunked+fused+packing": ["--gradient-checkpointing", "--loss-chunking", "--fused-adamw", "--packing"],
 }
 
@@ -60,6 +60,9 @@ def parse(argv=None):
     p.add_argument("--layers", type=int, default=None, help="override the layer count (default 32)")
     p.add_argument("--json", default=None, help="write the result as JSON to this file")
     p.add_argument("--timeout", type=int, default=900, help="--all: seconds per variant")
+    p.add_argument("--variants", default=None, help="--all: comma list of variant names (default: all, in order)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="--all: seconds for all variants; later ones are skipped once it is spent")
     return p.parse_args(argv)
 
 
@@ -230,12 +233,33 @@ def run_all(args) -> int:
         if val is not None:
             passthrough += [flag, str(val)]
     tmpdir = Path(os.environ.get("TMPDIR", "/tmp"))
-    for name, flags in VARIANTS.items():
+    names = args.variants.split(",") if args.variants else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    t_start = time.perf_counter()
+
+    def table():
+        lines = ["| variant | status | tokens/s | MFU (measured peak) | MFU (data sheet) | peak GiB |",
+                 "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for name, status, r in results:
+            lines.append(f"| {name} | {status} | {fmt(r.get('tokens_per_s'), ',.0f')} "
+                         f"| {fmt(r.get('mfu_vs_measured_peak'), '.1%')} | {fmt(r.get('mfu_vs_datasheet'), '.1%')} "
+                         f"| {fmt(r.get('peak_mem_gib'), '.1f')} |")
+        return "\n".join(lines)
+
+    for name in names:
+        flags = VARIANTS[name]
+        left = None if args.budget is None else args.budget - (time.perf_counter() - t_start)
+        if left is not None and left < 20:
+            results.append((name, "skipped (budget)", {}))
+            continue
         out = tmpdir / f"train_throughput_{os.getpid()}_{name.replace('+', '_')}.json"
         cmd = [sys.executable, __file__, *passthrough, *flags, "--json", str(out)]
         print(f"# {name}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  timeout=args.timeout if left is None else min(args.timeout, left))
             status = "ok" if proc.returncode == 0 and out.exists() else (
                 "OOM" if "out of memory" in (proc.stderr or "").lower() else f"failed rc={proc.returncode}")
             if status != "ok":
@@ -244,19 +268,19 @@ def run_all(args) -> int:
             status = "timeout"
         res = json.loads(out.read_text()) if status == "ok" else {}
         results.append((name, status, res))
-    print(f"\n| variant | status | tokens/s | MFU (measured peak) | MFU (data sheet) | peak GiB |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for name, status, r in results:
-        print(f"| {name} | {status} | {fmt(r.get('tokens_per_s'), ',.0f')} | {fmt(r.get('mfu_vs_measured_peak'), '.1%')} "
-              f"| {fmt(r.get('mfu_vs_datasheet'), '.1%')} | {fmt(r.get('peak_mem_gib'), '.1f')} |")
-    if results and results[0][2]:
-        r = results[0][2]
-        print(f"\ndevice: {r['device']}; measured matmul peak ({'bf16' if r['device'] != 'cpu' else 'fp32'}) "
-              f"{r['measured_matmul_tflops']:.3g} TFLOP/s; "
-              f"seq_len {r['seq_len']}; versions {r['versions']}")
+        # each finished variant is printed and saved at once: a killed run keeps what it measured
+        print(json.dumps({"variant": name, "status": status, **{k: res[k] for k in ("tokens_per_s", "mfu_vs_measured_peak", "peak_mem_gib") if k in res}}), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps([{"variant": n, "status": s, **r} for n, s, r in results], indent=1))
+    print("\n" + table())
+    first = next((r for _, _, r in results if r), None)
+    if first:
+        print(f"\ndevice: {first['device']}; measured matmul peak ({'bf16' if first['device'] != 'cpu' else 'fp32'}) "
+              f"{first['measured_matmul_tflops']:.3g} TFLOP/s; "
+              f"seq_len {first['seq_len']}; versions {first['versions']}")
     if args.json:
         Path(args.json).write_text(json.dumps([{"variant": n, "status": s, **r} for n, s, r in results], indent=1))
-    return 0 if all(s == "ok" for _, s, _ in results) else 1
+    return 0 if all(s in ("ok", "skipped (budget)") for _, s, _ in results) else 1
 
 
 def main(argv=None) -> int:

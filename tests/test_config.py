@@ -56,6 +56,8 @@ def test_defaults_are_filled():
     assert cfg["training"]["lr_scheduler"] == "cosine"
     assert cfg["evaluation"]["generation"]["seed"] == 0
     assert cfg["benchmarks"]["ahb"]["source"]["revision"] is None
+    paper = validate_config(load("config.yaml"), SCHEMA)
+    assert paper["evaluation"]["generation"]["batch_size"] == "auto"
 
 
 @pytest.mark.parametrize("edit, expect", [
@@ -66,6 +68,8 @@ def test_defaults_are_filled():
     (lambda c: c["benchmarks"]["ahb"].__setitem__("judges", ["ghost"]), "benchmarks.ahb.judges"),
     (lambda c: c["stats"]["comparisons"].append({"a": "doc", "b": "ghost"}), "stats.comparisons[2].b"),
     (lambda c: c["posttrain"].__setitem__("sizes", [3]), "posttrain.sizes"),
+    (lambda c: c["evaluation"]["generation"].__setitem__("batch_size", "big"), "evaluation.generation.batch_size"),
+    (lambda c: c["evaluation"]["generation"].__setitem__("batch_size", 0), "evaluation.generation.batch_size"),
 ])
 def test_bad_values_name_the_key(edit, expect):
     cfg = load("demo.yaml")

@@ -176,3 +176,47 @@ def test_out_of_memory_halves_the_batch(backend, monkeypatch):
     monkeypatch.setattr(b, "_generate_batch", lambda *a: (_ for _ in ()).throw(ValueError("other")))
     with pytest.raises(ValueError, match="other"):
         b.generate(reqs)
+
+
+# ---------------------------------------------------------------- batch planning
+
+def test_balanced_batches_cut_evenly_in_order():
+    from doctune.llm.hf import balanced_batches
+
+    b = balanced_batches(list(range(780)), 256)
+    assert [len(x) for x in b] == [195, 195, 195, 195]
+    assert sum(b, []) == list(range(780))  # order kept, nothing lost or repeated
+    assert [len(x) for x in balanced_batches(list(range(10)), 4)] == [4, 3, 3]
+    assert [len(x) for x in balanced_batches(list(range(8)), 8)] == [8]
+    assert balanced_batches([], 4) == []
+    assert [len(x) for x in balanced_batches(list(range(5)), 1)] == [1] * 5
+
+
+def test_plan_batch_size_for_llama_8b_shape():
+    """Hand-computed for Llama-3.1-8B in bf16, 256-token prompts + 512 new tokens, 60 GiB free:
+    KV 2*32*8*128*2 = 131072 B/token x 768 = 100,663,296 B; prefill 256 x (2*(3*14336 + 4*4096)
+    + 4*32*256) = 38,797,312 B; sampler 48 x 128256 = 6,156,288 B; per row 145,616,896 B;
+    budget 0.9 x 60 GiB - 1.5 GiB = 56,371,445,350 B -> 387 rows."""
+    from transformers import LlamaConfig
+
+    from doctune.llm.hf import kv_bytes_per_token, plan_batch_size
+
+    cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=8)
+    assert kv_bytes_per_token(cfg, 2) == 131072
+    assert plan_batch_size(cfg, 2, 256, 512, 60 * 2**30) == 387
+    assert plan_batch_size(cfg, 2, 256, 512, 1 * 2**30) == 1           # never below one row
+    assert plan_batch_size(cfg, 2, 8, 8, 10**15) == 1024                 # capped
+    assert plan_batch_size(cfg, 2, 256, 1024, 60 * 2**30) < 387          # longer completions, fewer rows
+
+
+def test_auto_batch_size_on_cpu_and_bad_values(backend):
+    from doctune.llm.hf import AUTO_CPU_BATCH
+
+    auto = _other(backend, "auto")
+    assert auto.max_batch(100, 100) == AUTO_CPU_BATCH
+    reqs = _reqs(5, temperature=0.0, mnt=4)
+    assert [r.text for r in auto.generate(reqs)] == [r.text for r in _other(backend, 2).generate(reqs)]
+    for bad in (0, -1, "big", 2.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            _other(backend, bad)

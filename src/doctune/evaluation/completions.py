@@ -2,7 +2,7 @@
 
 gen_cfg keys (config `evaluation.generation`, overridable per benchmark):
     max_new_tokens (int, 512), temperature (float, 1.0; 0 = greedy), top_p (float, 1.0),
-    batch_size (int, 64), epochs (int, 1: samples per item; the AHB paper runs used 30),
+    batch_size (int or "auto", "auto"), epochs (int, 1: samples per item; the AHB paper runs used 30),
     seed (int, 0), backend ("auto" | "hf" | "vllm"; auto = vLLM when importable and CUDA is present,
     else transformers), cache_implementation (None | "dynamic" | "static"), compile (bool|None),
     dtype/device (optional, passed to the model loader).
@@ -35,7 +35,7 @@ from ..llm.base import FINISH_ERROR, GenRequest, GenResult
 log = logging.getLogger(__name__)
 
 GEN_DEFAULTS: dict[str, Any] = {
-    "max_new_tokens": 512, "temperature": 1.0, "top_p": 1.0, "batch_size": 64, "epochs": 1, "seed": 0,
+    "max_new_tokens": 512, "temperature": 1.0, "top_p": 1.0, "batch_size": "auto", "epochs": 1, "seed": 0,
     "backend": "auto", "cache_implementation": None, "compile": None,
 }
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -63,7 +63,7 @@ def resolve_backend_kind(kind: str | None) -> str:
 
 
 def make_generation_backend(spec: dict, gen_cfg: dict, kind: str):
-    cfg = {"backend": kind, "spec": spec, "batch_size": int(gen_cfg["batch_size"]),
+    cfg = {"backend": kind, "spec": spec, "batch_size": gen_cfg["batch_size"],
            "cache_implementation": gen_cfg.get("cache_implementation"), "compile": gen_cfg.get("compile"),
            "device": gen_cfg.get("device"), "dtype": gen_cfg.get("dtype")}
     if kind == "vllm":
@@ -98,6 +98,8 @@ def generate_completions(spec: dict, benchmark: str, bench_cfg: dict, gen_cfg: d
     Returns {"rows", "generated", "cached"}."""
     g = {**GEN_DEFAULTS, **{k: v for k, v in (gen_cfg or {}).items() if v is not None}}
     for k in ("max_new_tokens", "batch_size", "epochs"):
+        if k == "batch_size" and g[k] == "auto":
+            continue
         if not isinstance(g[k], int) or isinstance(g[k], bool) or g[k] < 1:
             raise ValueError(f"generation.{k} must be a positive integer, got {g[k]!r}")
     if float(g["temperature"]) < 0 or not 0 < float(g["top_p"]) <= 1:

@@ -18,6 +18,13 @@ Generation
   (``None`` counts as 0), never on which other requests share its batch, the batch size, the order
   or the device; the same request with the same seed gives the same text up to the floating-point
   differences that padding and batch shape cause in the logits.
+* ``batch_size`` is the most rows per generate call; a group of n requests is cut into
+  ceil(n / batch_size) batches of equal size (780 requests at 256 make 4 batches of 195, not three
+  of 256 and one of 12 that would take as many decoding steps as a full one).
+  ``batch_size: "auto"`` sizes the batch from the GPU memory free after the model is loaded: the
+  KV cache of prompt + max_new_tokens per row, the transient prefill activations and the
+  sampler's (rows x vocabulary) temporaries (``plan_batch_size``); on a CPU it means
+  ``AUTO_CPU_BATCH``.
 * A CUDA out-of-memory error halves the batch and retries, down to one request.
 
 Scoring
@@ -103,6 +110,62 @@ class SeededSampler:
         return out
 
 
+AUTO_CPU_BATCH = 16
+AUTO_MAX_BATCH = 1024
+AUTO_MEMORY_FRACTION = 0.9       # of the free GPU memory, for the batch's own tensors
+AUTO_RESERVE_BYTES = 3 << 29     # 1.5 GiB kept back for the allocator, CUDA graphs and compile
+SAMPLER_BYTES_PER_LOGIT = 48     # float32 scores and logits, int64 hash words, noise, output
+
+
+def _text_config(config):
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+def kv_bytes_per_token(config, dtype_bytes: int) -> int:
+    """Bytes of KV cache one token takes: keys and values of every layer's KV heads."""
+    c = _text_config(config)
+    heads = int(getattr(c, "num_attention_heads"))
+    kv_heads = int(getattr(c, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(c, "head_dim", None) or c.hidden_size // heads)
+    return 2 * int(c.num_hidden_layers) * kv_heads * head_dim * int(dtype_bytes)
+
+
+def plan_batch_size(config, dtype_bytes: int, prompt_len: int, max_new_tokens: int, free_bytes: int,
+                    fraction: float = AUTO_MEMORY_FRACTION, reserve_bytes: int = AUTO_RESERVE_BYTES,
+                    cap: int = AUTO_MAX_BATCH) -> int:
+    """Rows per generate call that fit in `free_bytes` (the memory free with the model loaded).
+
+    Per row: the KV cache at its full length (prompt_len + max_new_tokens), the prefill's transient
+    activations (the MLP's gate/up/product and a few hidden-size buffers per prompt token, plus
+    attention scores per head), and the sampler's float/int64 temporaries over the vocabulary."""
+    c = _text_config(config)
+    hidden = int(c.hidden_size)
+    inter = int(getattr(c, "intermediate_size", None) or 4 * hidden)
+    heads = int(c.num_attention_heads)
+    vocab = int(c.vocab_size)
+    kv = kv_bytes_per_token(c, dtype_bytes) * (prompt_len + max_new_tokens)
+    prefill = prompt_len * (int(dtype_bytes) * (3 * inter + 4 * hidden) + 4 * heads * prompt_len)
+    per_row = kv + prefill + SAMPLER_BYTES_PER_LOGIT * vocab
+    budget = free_bytes * fraction - reserve_bytes
+    return int(max(1, min(cap, budget // per_row)))
+
+
+def balanced_batches(idx: Sequence[int], max_batch: int) -> list[list[int]]:
+    """Cut `idx` (in order) into the fewest batches of at most `max_batch`, as equal as can be."""
+    idx = list(idx)
+    if not idx:
+        return []
+    n_batches = math.ceil(len(idx) / max(1, int(max_batch)))
+    size, extra = divmod(len(idx), n_batches)
+    out, start = [], 0
+    for b in range(n_batches):
+        end = start + size + (1 if b < extra else 0)
+        out.append(idx[start:end])
+        start = end
+    return out
+
+
 def _eos_ids(model, tok) -> list[int]:
     ids: list[int] = []
     gc = getattr(model, "generation_config", None)
@@ -139,10 +202,12 @@ class HFBackend:
             raise ValueError("hf backend config needs 'spec' (a model spec; see doctune.models)")
         self.cfg = dict(cfg)
         self.spec = cfg.get("spec") or {"name": "model"}
-        self.batch_size = int(cfg.get("batch_size") or 16)
-        if self.batch_size < 1:
-            raise ValueError(f"hf backend: batch_size must be >= 1, got {self.batch_size}")
-        self.score_batch_size = int(cfg.get("score_batch_size") or self.batch_size)
+        bs = 16 if cfg.get("batch_size") is None else cfg["batch_size"]
+        if bs != "auto" and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
+            raise ValueError(f"hf backend: batch_size must be a positive integer or 'auto', got {bs!r}")
+        self.batch_size = bs
+        sbs = cfg.get("score_batch_size") or (bs if bs != "auto" else AUTO_CPU_BATCH)
+        self.score_batch_size = int(sbs)
         self.cache_implementation = cfg.get("cache_implementation")
         self.compile = cfg.get("compile")
         self.ignore_eos = bool(cfg.get("ignore_eos", False))
@@ -186,8 +251,8 @@ class HFBackend:
             groups.setdefault((int(r.max_new_tokens), float(r.temperature), float(r.top_p)), []).append(i)
         for (mnt, temp, top_p), idx in groups.items():
             idx = sorted(idx, key=lambda i: (len(ids[i]), i))
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start:start + self.batch_size]
+            max_batch = self.max_batch(max(len(ids[i]) for i in idx), mnt)
+            for chunk in balanced_batches(idx, max_batch):
                 for i, res in self._generate_chunk(chunk, requests, ids, mnt, temp, top_p):
                     results[i] = res
                     if on_result is not None:
@@ -195,6 +260,22 @@ class HFBackend:
                 if progress is not None:
                     progress(len(chunk))
         return [r for r in results if r is not None]
+
+    def max_batch(self, prompt_len: int, max_new_tokens: int) -> int:
+        """Rows per generate call: the configured batch_size, or the memory plan for 'auto'."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        import torch
+
+        dev = self.device
+        if dev.type != "cuda":
+            return AUTO_CPU_BATCH
+        free, _ = torch.cuda.mem_get_info(dev)
+        dtype_bytes = next(self.model.parameters()).element_size()
+        bs = plan_batch_size(self.model.config, dtype_bytes, prompt_len, max_new_tokens, free)
+        log.info("batch_size auto: %d rows (%.1f GiB free, prompts up to %d tokens + %d new)", bs, free / 2**30,
+                 prompt_len, max_new_tokens)
+        return bs
 
     def _generate_chunk(self, chunk, requests, ids, mnt, temp, top_p):
         try:
