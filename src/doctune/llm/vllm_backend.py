@@ -1,10 +1,11 @@
 """Optional vLLM generation backend (used by `generation.backend: auto` when vLLM is importable and a
 GPU is present; `backend: vllm` asks for it explicitly).
 
-vLLM is not part of the pinned environment and this module is NOT exercised by the test suite
-(vLLM cannot be installed on the CPU machines the tests run on). It is written against vLLM's
-public offline API (`vllm.LLM`, `SamplingParams`, `LoRARequest`, `TokensPrompt`) and imports vLLM
-lazily, so importing doctune never needs it.
+vLLM is not part of the pinned environment and cannot be installed on the CPU machines the tests
+run on: the test suite runs this module against a stand-in `vllm` package with the same names
+(tests/test_vllm_backend.py), which checks how specs, prompts, seeds and results are mapped, not
+vLLM itself. It is written against vLLM's public offline API (`vllm.LLM`, `SamplingParams`,
+`LoRARequest`, `TokensPrompt`) and imports vLLM lazily, so importing doctune never needs it.
 
 How a model spec is served:
 * no adapters: the base model directory is loaded as is;
@@ -45,7 +46,7 @@ def vllm_available() -> bool:
         return False
 
 
-class VLLMBackend:  # pragma: no cover - needs vLLM and a GPU
+class VLLMBackend:
     def __init__(self, cfg: dict, **_: Any):
         from vllm import LLM
 
@@ -85,6 +86,7 @@ class VLLMBackend:  # pragma: no cover - needs vLLM and a GPU
             rank = int(json.loads((Path(live["path"]) / "adapter_config.json").read_text())["r"])
             kw.update(enable_lora=True, max_lora_rank=max(8, rank), max_loras=1)
             self.lora = LoRARequest(f"{self.name}-adapter", 1, str(live["path"]))
+        self.chunk = int(cfg.get("vllm_chunk") or 1024)
         self.llm = LLM(**kw)
         eos = self.tok.eos_token_id
         self.eos_ids = [eos] if eos is not None else []
@@ -100,25 +102,32 @@ class VLLMBackend:  # pragma: no cover - needs vLLM and a GPU
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        prompts, params = [], []
-        for r in requests:
-            ids = self._prompt_ids(r)
-            prompts.append(TokensPrompt(prompt_token_ids=ids))
-            params.append(SamplingParams(max_tokens=int(r.max_new_tokens), temperature=float(r.temperature),
-                                         top_p=float(r.top_p), seed=r.seed,
-                                         stop_token_ids=self.eos_ids or None))
-        outs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=True)
+        from .hf import balanced_batches
+
         results = []
-        for r, o in zip(requests, outs):
-            c = o.outputs[0]
-            reason = FINISH_LENGTH if c.finish_reason == "length" else FINISH_STOP
-            res = GenResult(key=r.key, text=c.text, finish_reason=reason, input_tokens=len(o.prompt_token_ids),
-                            output_tokens=len(c.token_ids), model=self.name)
-            results.append(res)
-            if on_result:
-                on_result(res)
+        # vLLM batches continuously inside one call; calls of at most `chunk` requests let the
+        # caller cache each call's results, so a killed job loses one call's work at most
+        for part in balanced_batches(list(range(len(requests))), self.chunk):
+            reqs = [requests[i] for i in part]
+            prompts, params = [], []
+            for r in reqs:
+                prompts.append(TokensPrompt(prompt_token_ids=self._prompt_ids(r)))
+                params.append(SamplingParams(max_tokens=int(r.max_new_tokens), temperature=float(r.temperature),
+                                             top_p=float(r.top_p), seed=int(r.seed or 0),
+                                             stop_token_ids=self.eos_ids or None))
+            outs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=True)
+            if len(outs) != len(reqs):
+                raise RuntimeError(f"vLLM returned {len(outs)} outputs for {len(reqs)} prompts")
+            for r, o in zip(reqs, outs):
+                c = o.outputs[0]
+                reason = FINISH_LENGTH if c.finish_reason == "length" else FINISH_STOP
+                res = GenResult(key=r.key, text=c.text, finish_reason=reason,
+                                input_tokens=len(o.prompt_token_ids), output_tokens=len(c.token_ids), model=self.name)
+                results.append(res)
+                if on_result:
+                    on_result(res)
             if progress:
-                progress(1)
+                progress(len(reqs))
         return results
 
     def close(self) -> None:
