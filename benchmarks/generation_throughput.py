@@ -190,6 +190,7 @@ def main(argv=None):
     if args.variants:
         variants = args.variants.split(",")
 
+    device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     print(f"device={device} torch={torch.__version__} "
           f"gpu={torch.cuda.get_device_name(0) if device == 'cuda' else '-'}", flush=True)
     t0 = time.perf_counter()
@@ -236,7 +237,7 @@ def main(argv=None):
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json:  # after every variant: a run killed by a timeout keeps what it measured
-            Path(args.json).write_text(json.dumps({"device": device, "rows": rows}, indent=2))
+            Path(args.json).write_text(json.dumps({"device": device_name, "rows": rows}, indent=2))
 
     print("\n| variant | batches | new tokens | seconds | new tokens/s | warm-up s | peak GiB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
@@ -249,7 +250,7 @@ def main(argv=None):
             print(f"| {r['variant']} | {shown} | {r['new_tokens']} | {r['seconds']} | {r['new_tok_per_s']} | "
                   f"{r['warmup_seconds']} | {r.get('peak_gib', '')} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"device": device_name, "rows": rows}, indent=2))
     return rows
 
 

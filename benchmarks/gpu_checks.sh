@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_checks.sh            # writes logs and JSON tables to ${OUT:-gpu_results}
 # Budget: under 9.5 minutes (a device call may run 10). The variants run most-promising first and
 # each benchmark skips what its budget no longer covers; every finished variant is saved at once.
-# Copy the figures (with the card's name from gpu.txt) into docs/benchmarks/*.md.
+# Then, on the development machine: python benchmarks/record_gpu_results.py <the fetched folder>
+# writes docs/benchmarks/gpu-DATE-CARD.md from these files; summarise it in docs/benchmarks/*.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_results}
