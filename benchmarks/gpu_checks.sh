@@ -15,8 +15,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python -c "import torch, transformers, peft, accelerate; print(torch.__version__, transformers.__version__, peft.__version__, accelerate.__version__)" | tee -a "$out/gpu.txt"
 # functional checks of the GPU-only paths on a tiny model (bf16, SDPA, checkpointing, compile, resume)
 timeout 120 python benchmarks/gpu_smoke.py 2>&1 | tee "$out/smoke.log"
+# the seeded sampler's cost per decoding step, against the Gumbel-max form it replaced
+timeout 40 python benchmarks/sampler_throughput.py --rows 64,256,390 2>&1 | tee "$out/sampler.log"
 # training (LoRA r=16, seq 4096, 8B shape): the fastest candidates first, then the plain baselines
-timeout 250 python benchmarks/train_throughput.py --all --budget 210 --timeout 130 \
+timeout 240 python benchmarks/train_throughput.py --all --budget 200 --timeout 130 \
     --json "$out/train.json" 2>&1 | tee "$out/train.log"
 # generation (780 x 512 new tokens): the memory-planned batch with each cache, then a fixed batch
 timeout 200 python benchmarks/generation_throughput.py --budget 100 \

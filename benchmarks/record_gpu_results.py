@@ -87,6 +87,12 @@ def smoke_section(results: Path) -> list[str]:
     return [f"- {ln}" for ln in lines] or ["Functional checks: smoke.log has no PASS/FAIL lines (killed early?)."]
 
 
+def sampler_section(results: Path) -> list[str]:
+    f = results / "sampler.log"
+    lines = [ln for ln in f.read_text().splitlines() if ln.startswith("|") or ln.startswith("device")] if f.exists() else []
+    return lines or ["Sampler: no sampler.log."]
+
+
 def record(results: Path, date: str, out_dir: Path) -> Path:
     card = card_name(results)
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-") or "gpu"
@@ -95,6 +101,7 @@ def record(results: Path, date: str, out_dir: Path) -> Path:
             "", "## Functional checks (`benchmarks/gpu_smoke.py`)", "", *smoke_section(results), "",
             "## Training throughput (`benchmarks/train_throughput.py`, LoRA r=16, seq 4096, 8B shape)", "",
             *train_section(results), "",
+            "## Seeded sampler per decoding step (`benchmarks/sampler_throughput.py`)", "", *sampler_section(results), "",
             "## Generation throughput (`benchmarks/generation_throughput.py`, 780 x 512 new tokens, 8B shape)", "",
             *generation_section(results), ""]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ def results(tmp_path_factory):
           "--budget", "300", "--json", str(d / "train.json")], d)
     _run([str(REPO / "benchmarks/generation_throughput.py"), "--tiny", "--variants", "bauto-static,b4-dynamic",
           "--json", str(d / "generation.json")], d)
+    (d / "sampler.log").write_text(_run([str(REPO / "benchmarks/sampler_throughput.py"), "--rows", "4",
+                                         "--vocab", "1000", "--reps", "2"], d))
     (d / "smoke.log").write_text("noise\nPASS train bf16 + sdpa: loss 7.2 -> 6.4\nFAIL generate: boom\n")
     return d
 
@@ -54,4 +56,5 @@ def test_record_carries_the_measured_numbers(results, tmp_path):
     gen = json.loads((results / "generation.json").read_text())["rows"]
     for r in gen:
         assert f"| {r['variant']} |" in text and f"{r['new_tok_per_s']:,.0f}" in text
+    assert "| 4 |" in text and "speed-up" in text  # the sampler table
     assert "- PASS train bf16 + sdpa" in text and "- FAIL generate: boom" in text and "noise" not in text

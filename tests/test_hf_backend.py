@@ -101,6 +101,12 @@ def test_seeded_sampler_matches_softmax_and_top_p():
     freq2 = torch.bincount(picks2, minlength=4).float() / n
     assert freq2[2] == 0 and freq2[3] == 0
     assert abs(float(freq2[0]) - 0.625) < 0.03
+    # exact ties break by token id whatever the batch: four equal logits, top_p 0.5 keeps ids 0 and 1
+    ties = SeededSampler(list(range(n)), prompt_len=3, temperature=1.0, top_p=0.5)
+    picks3 = ties(torch.zeros((n, 3), dtype=torch.long), torch.zeros(n, 4)).argmax(-1)
+    assert set(picks3.tolist()) == {0, 1}
+    one = SeededSampler([5], prompt_len=3, temperature=1.0, top_p=0.5)
+    assert int(one(torch.zeros((1, 3), dtype=torch.long), torch.zeros(1, 4)).argmax()) == int(picks3[5])
     # same seed and step -> same token; the stream moves on with the step
     again = s(torch.zeros((n, 3), dtype=torch.long), scores.clone()).argmax(-1)
     assert torch.equal(again, picks)
@@ -195,8 +201,8 @@ def test_balanced_batches_cut_evenly_in_order():
 def test_plan_batch_size_for_llama_8b_shape():
     """Hand-computed for Llama-3.1-8B in bf16, 256-token prompts + 512 new tokens, 60 GiB free:
     KV 2*32*8*128*2 = 131072 B/token x 768 = 100,663,296 B; prefill 256 x (2*(3*14336 + 4*4096)
-    + 4*32*256) = 38,797,312 B; sampler 48 x 128256 = 6,156,288 B; per row 145,616,896 B;
-    budget 0.9 x 60 GiB - 1.5 GiB = 56,371,445,350 B -> 387 rows."""
+    + 4*32*256) = 38,797,312 B; sampler 32 x 128256 = 4,104,192 B; per row 143,564,800 B;
+    budget 0.9 x 60 GiB - 1.5 GiB = 56,371,445,760 B -> 392 rows."""
     from transformers import LlamaConfig
 
     from doctune.llm.hf import kv_bytes_per_token, plan_batch_size
@@ -204,10 +210,10 @@ def test_plan_batch_size_for_llama_8b_shape():
     cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=8)
     assert kv_bytes_per_token(cfg, 2) == 131072
-    assert plan_batch_size(cfg, 2, 256, 512, 60 * 2**30) == 387
+    assert plan_batch_size(cfg, 2, 256, 512, 60 * 2**30) == 392
     assert plan_batch_size(cfg, 2, 256, 512, 1 * 2**30) == 1           # never below one row
     assert plan_batch_size(cfg, 2, 8, 8, 10**15) == 1024                 # capped
-    assert plan_batch_size(cfg, 2, 256, 1024, 60 * 2**30) < 387          # longer completions, fewer rows
+    assert plan_batch_size(cfg, 2, 256, 1024, 60 * 2**30) < 392          # longer completions, fewer rows
 
 
 def test_auto_batch_size_on_cpu_and_bad_values(backend):

@@ -12,12 +12,13 @@ Generation
 * Generation stops on every end-of-sequence id of the model (generation config + tokenizer).
   ``finish_reason`` is "stop" when one was produced, "length" when ``max_new_tokens`` ran out.
 * **Seed rule.** temperature == 0 is greedy. Otherwise sampling does not use torch's global RNG:
-  each row draws Gumbel noise from a counter-based hash of (request seed, decoding step, token id)
-  and picks ``argmax(logits / T + noise)`` over the top-p nucleus, which is an exact sample from the
-  top-p-truncated softmax. A request's random stream therefore depends only on its own ``seed``
-  (``None`` counts as 0), never on which other requests share its batch, the batch size, the order
-  or the device; the same request with the same seed gives the same text up to the floating-point
-  differences that padding and batch shape cause in the logits.
+  each row draws one uniform number (53 bits) from a counter-based hash of (request seed, decoding
+  step) and takes the token where it falls in the cumulative distribution of softmax(logits / T)
+  over the top-p nucleus (inverse-CDF sampling, float64 cumulative sums), which is an exact sample
+  from the top-p-truncated softmax. A request's random stream therefore depends only on its own
+  ``seed`` (``None`` counts as 0), never on which other requests share its batch, the batch size,
+  the order or the device; the same request with the same seed gives the same text up to the
+  floating-point differences that padding and batch shape cause in the logits.
 * ``batch_size`` is the most rows per generate call; a group of n requests is cut into
   ceil(n / batch_size) batches of equal size (780 requests at 256 make 4 batches of 195, not three
   of 256 and one of 12 that would take as many decoding steps as a full one).
@@ -69,42 +70,49 @@ class SeededSampler:
     """Logits processor that samples each row from its own counter-based random stream.
 
     It returns scores that are -inf everywhere except at the sampled token, so a greedy
-    ``generate`` call (``do_sample=False``) emits exactly the sampled tokens."""
+    ``generate`` call (``do_sample=False``) emits exactly the sampled tokens. Per step it makes a
+    handful of passes over the (rows x vocabulary) logits (softmax, a float64 cumulative sum, a
+    binary search per row), with one random number per row; top_p < 1 adds a sort."""
 
     def __init__(self, seeds: Sequence[int | None], prompt_len: int, temperature: float, top_p: float):
         self.seeds = [_seed_word(s) for s in seeds]
         self.prompt_len = prompt_len
         self.temperature = float(temperature)
         self.top_p = float(top_p)
-        self._vocab_hash = None
         self._row_hash = None
 
-    def noise_words(self, step: int, vocab: int, device) -> Any:
+    def uniforms(self, step: int, device) -> Any:
+        """One number in (0, 1) per row for this decoding step: 53 bits from two hash words."""
         import torch
 
-        if self._vocab_hash is None or self._vocab_hash.shape[0] != vocab or self._vocab_hash.device != device:
-            self._vocab_hash = _mix32(torch.arange(vocab, dtype=torch.int64, device=device) + 0x632BE5AB)
+        if self._row_hash is None or self._row_hash.device != device:
             self._row_hash = _mix32(torch.tensor(self.seeds, dtype=torch.int64, device=device))
-        step_word = _mix32(torch.tensor((step * 0x85EBCA77 + 0x27D4EB2F) & _MASK32, dtype=torch.int64, device=device))
-        row = _mix32(self._row_hash ^ step_word)                       # [B]
-        return _mix32(row[:, None] ^ self._vocab_hash[None, :])       # [B, V]
+        step_word = (step * 0x85EBCA77 + 0x27D4EB2F) & _MASK32
+        hi = _mix32(self._row_hash ^ _mix32(torch.tensor(step_word, dtype=torch.int64, device=device)))
+        lo = _mix32(hi ^ 0x632BE5AB)
+        return ((hi >> 6).to(torch.float64) * float(1 << 27) + (lo >> 5).to(torch.float64) + 0.5) / float(1 << 53)
 
     def __call__(self, input_ids, scores):
         import torch
 
         step = input_ids.shape[1] - self.prompt_len
         logits = scores.float() / self.temperature
+        order = None
         if self.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-            cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-            drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= self.top_p  # keep first token always
-            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-            logits = logits.masked_fill(drop, float("-inf"))
-        words = self.noise_words(step, logits.shape[-1], logits.device)
-        # 23 random bits -> u in (0, 1), exact in float32 (w + 0.5 needs 24 bits of mantissa)
-        u = ((words >> 9).to(torch.float32) + 0.5) * (1.0 / float(1 << 23))
-        gumbel = -torch.log(-torch.log(u))
-        choice = torch.argmax(logits + gumbel, dim=-1)
+            # the nucleus in descending order (stable, so ties break by token id in any batch shape):
+            # the smallest prefix whose probability reaches top_p, the first token always kept
+            logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+            probs = torch.softmax(logits, dim=-1)
+            probs = probs.masked_fill((probs.cumsum(dim=-1) - probs) >= self.top_p, 0.0)
+        else:
+            probs = torch.softmax(logits, dim=-1)
+        cdf = probs.to(torch.float64).cumsum(dim=-1)
+        # u > 0, so the chosen token always has probability > 0 (never one outside the nucleus)
+        u = self.uniforms(step, logits.device) * cdf[:, -1]
+        choice = torch.searchsorted(cdf, u[:, None]).clamp_(max=logits.shape[-1] - 1)
+        if order is not None:
+            choice = order.gather(-1, choice)
+        choice = choice.squeeze(-1)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(-1, choice[:, None], 0.0)
         return out
@@ -114,7 +122,7 @@ AUTO_CPU_BATCH = 16
 AUTO_MAX_BATCH = 1024
 AUTO_MEMORY_FRACTION = 0.9       # of the free GPU memory, for the batch's own tensors
 AUTO_RESERVE_BYTES = 3 << 29     # 1.5 GiB kept back for the allocator, CUDA graphs and compile
-SAMPLER_BYTES_PER_LOGIT = 48     # float32 scores and logits, int64 hash words, noise, output
+SAMPLER_BYTES_PER_LOGIT = 32     # float32 scores, logits and probabilities, the float64 CDF, output
 
 
 def _text_config(config):
