@@ -21,7 +21,7 @@ class Counting:
     """Wraps a backend and counts the requests it is asked to generate."""
 
     def __init__(self, inner):
-        self.inner, self.calls, self.kind = inner, [], "hf"
+        self.inner, self.calls, self.kind, self.sampler = inner, [], "hf", inner.sampler
 
     def generate(self, requests, progress=None, on_result=None):
         self.calls.extend(r.key for r in requests)
@@ -41,6 +41,7 @@ def test_rows_and_cache(tmp_path, tiny_spec, backend, monkeypatch):
         g = r["generation"]
         assert (g["max_new_tokens"], g["temperature"], g["top_p"], g["base_seed"]) == (6, 1.0, 0.95, 7)
         assert g["seed"] == comp.request_seed(7, "ahb", item["id"], epoch)
+        assert g["sampler"] == HFBackend.sampler  # which sampling rule made it, for the audit trail
     assert len({r["generation"]["seed"] for r in rows}) == 6
 
     # second run: nothing generated, no model needed

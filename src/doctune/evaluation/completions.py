@@ -145,7 +145,7 @@ def generate_completions(spec: dict, benchmark: str, bench_cfg: dict, gen_cfg: d
                     return
                 store.put(res.key, {"completion": res.text, "finish_reason": res.finish_reason,
                                     "input_tokens": res.input_tokens, "output_tokens": res.output_tokens,
-                                    "backend": kind})
+                                    "backend": kind, "sampler": getattr(backend, "sampler", None)})
 
             try:
                 backend.generate([p[5] for p in missing], progress=bar.update, on_result=keep)
@@ -164,7 +164,7 @@ def generate_completions(spec: dict, benchmark: str, bench_cfg: dict, gen_cfg: d
                 "finish_reason": rec["finish_reason"], "model": model_name,
                 "generation": {"max_new_tokens": settings["max_new_tokens"], "temperature": settings["temperature"],
                                "top_p": settings["top_p"], "seed": req.seed, "base_seed": settings["base_seed"],
-                               "backend": rec.get("backend")},
+                               "backend": rec.get("backend"), "sampler": rec.get("sampler")},
                 "input_tokens": rec.get("input_tokens"), "output_tokens": rec.get("output_tokens"),
             })
         write_jsonl(out, rows)

@@ -200,10 +200,15 @@ def _is_oom(exc: BaseException) -> bool:
 class HFBackend:
     """Backend over a local transformers model (optionally with peft adapters).
 
+    ``sampler`` names the sampling rule (stored with each completion, so a cache filled under an
+    earlier rule stays identifiable).
+
     cfg: {"backend": "hf", "spec": <model spec>, "batch_size": 16, "score_batch_size": batch_size,
     "device": auto, "dtype": spec's, "cache_implementation": None|"static", "compile": None|bool,
     "ignore_eos": False, "max_new_tokens"/"temperature"/"top_p": defaults for callers}.
     ``model``/``tokenizer`` may be passed in to reuse an already loaded pair."""
+
+    sampler = "doctune-inverse-cdf-1"
 
     def __init__(self, cfg: dict, model=None, tokenizer=None, **_: Any):
         if "spec" not in cfg and model is None:

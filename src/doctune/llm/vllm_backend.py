@@ -47,6 +47,8 @@ def vllm_available() -> bool:
 
 
 class VLLMBackend:
+    sampler = "vllm"
+
     def __init__(self, cfg: dict, **_: Any):
         from vllm import LLM
 
