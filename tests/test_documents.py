@@ -229,7 +229,11 @@ def test_hf_backend_demo_path(tmp_path, tiny_spec):
         assert r["requested"] == 4 and r["estimated_cost_usd"] == 0.0
         assert r["generated"] == len(read_jsonl(out)) >= 1, r
         assert r["generated"] + r["dropped"] == 4
-    val["allow_truncated"] = False                  # a random model never stops: all truncated, all rejected
+    first = read_jsonl(out)
+    assert any(d["finish_reason"] == "length" for d in first)  # a random model mostly runs to the limit
+    val["allow_truncated"] = False                  # now every truncated reply is rejected
     r = generate_documents(str(specs), str(out), str(rep), gen, val, load_corpus_def(RES, corpus),
                            str(tmp_path / f"{corpus}.cache.jsonl"))
-    assert r["generated"] == 0 and set(r["rejected_by_reason"]) == {"length"}
+    assert r["rejected_by_reason"].get("length", 0) >= 1, r
+    assert all(d["finish_reason"] == "stop" for d in read_jsonl(out))
+    assert r["generated"] == len(read_jsonl(out)) and r["generated"] + r["dropped"] == 4

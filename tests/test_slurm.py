@@ -154,7 +154,7 @@ def cluster():
     cfg = ds.ClusterConfig.from_env({
         "DOCTUNE_SLURM_DIR": str(state), "DOCTUNE_SLURM_CTLD_PORT": "16817",
         "DOCTUNE_SLURM_SLURMD_PORT": "16818", "DOCTUNE_SLURM_DBD_PORT": "16819",
-        "DOCTUNE_SLURM_MYSQL_PORT": "13307", "DOCTUNE_SLURM_KILL_WAIT": "30"})
+        "DOCTUNE_SLURM_MYSQL_PORT": "13307", "DOCTUNE_SLURM_KILL_WAIT": "30", "DOCTUNE_SLURM_GPUS": "2"})
     other = ds.ClusterConfig.from_env()
     if any(ds.status(other)[d] for d in ("slurmctld", "slurmd")):
         pytest.skip(f"another doctune SLURM cluster runs from {other.state_dir}; stop it first "
@@ -176,11 +176,11 @@ def _since() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
 
 
-def _demo_config(work: Path, **training) -> str:
+def _demo_config(work: Path, gpus: int = 1, **training) -> str:
     """The whole demo.yaml, with training on one (fake) GPU so the GPU path of the profile is
     exercised (about 11 minutes on the 2-CPU test node)."""
     cfg = yaml.safe_load((work / "config" / "demo.yaml").read_text())
-    cfg["training"].setdefault("resources", {})["gpu"] = 1
+    cfg["training"].setdefault("resources", {})["gpu"] = gpus
     cfg["training"].update(training)
     path = work / "config" / "slurm_test.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -198,6 +198,9 @@ def test_cluster_runs_gpu_job(cluster):
                          env=cluster["env"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
+    two = subprocess.run(["srun", "--gres=gpu:2", "--mem=100", "bash", "-c", "echo $CUDA_VISIBLE_DEVICES"],
+                         env=cluster["env"], capture_output=True, text=True, timeout=120)
+    assert two.returncode == 0 and two.stdout.strip() == "0,1", two.stderr
 
 
 @pytest.fixture(scope="module")
@@ -253,20 +256,18 @@ def _wait_for(pred, timeout, what):
 STEPS = 3000  # ~30 s of training for the tiny model: time to cancel it after a checkpoint
 
 
-@pytest.mark.slurm
-def test_preempted_training_resumes(cluster, demo_on_slurm):
-    """After the demo run, retrain one arm for longer and scancel its job after the first
-    checkpoint: the profile's retry resubmits it, it resumes from the checkpoint, and nothing
-    else runs again."""
-    work = demo_on_slurm["work"]
-    configfile = _demo_config(work, max_steps=STEPS, save_every=10, save_total_limit=2)
-    target = "results/models/doc/model.json"
+def _train_and_scancel(cluster, work: Path, arm: str, gpus: int) -> tuple[list[dict], dict]:
+    """Retrain one arm for longer through the profile, scancel its job after the first checkpoint
+    and let the profile's retry finish it. Returns the SLURM jobs and the final trainer_state."""
+    configfile = _demo_config(work, gpus=gpus, max_steps=STEPS, save_every=10, save_total_limit=2)
+    target = f"results/models/{arm}/model.json"
+    args = [a if a != "gpu=1" else f"gpu={gpus}" for a in SLURM_ARGS]
     since, after = _since(), last_jobid(cluster["env"])
-    proc = subprocess.Popen(SNAKEMAKE + [target, "--configfile", configfile, *SLURM_ARGS], cwd=work,
+    proc = subprocess.Popen(SNAKEMAKE + [target, "--configfile", configfile, *args], cwd=work,
                             env=_env(cluster["env"]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
-        ck = work / "results" / "models" / "doc" / "checkpoints"
+        ck = work / "results" / "models" / arm / "checkpoints"
 
         def running_train_job():
             if not any(ck.glob("step-*")):
@@ -283,10 +284,32 @@ def test_preempted_training_resumes(cluster, demo_on_slurm):
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=120)
     assert proc.returncode == 0, out[-6000:]
-    jobs = sacct(cluster["env"], since, after)
+    state = json.loads((work / "results" / "models" / arm / "trainer_state.json").read_text())
+    return sacct(cluster["env"], since, after), state
+
+
+@pytest.mark.slurm
+def test_preempted_training_resumes(cluster, demo_on_slurm):
+    """After the demo run, retrain one arm for longer and scancel its job after the first
+    checkpoint: the profile's retry resubmits it, it resumes from the checkpoint, and nothing
+    else runs again."""
+    jobs, state = _train_and_scancel(cluster, demo_on_slurm["work"], "doc", gpus=1)
     assert len(jobs) == 2 and all(j["comment"].startswith("rule_train_arm") for j in jobs), jobs  # nothing else
     assert jobs[0]["state"].startswith("CANCELLED") and jobs[1]["state"] == "COMPLETED", jobs
     # the retried job resumed from the checkpoint instead of starting over
-    state = json.loads((work / "results" / "models" / "doc" / "trainer_state.json").read_text())
     assert state["finished"] and state["global_step"] == STEPS, state
+    assert state["resumes"] and 0 < state["resumes"][0] < STEPS, state["resumes"]
+    assert state["world_size"] == 1
+
+
+@pytest.mark.slurm
+def test_two_gpu_training_on_slurm_is_preempted_and_resumes(cluster, demo_on_slurm):
+    """training.resources.gpu: 2 -> the job gets two GPUs, the rule trains under `accelerate launch`
+    with two ranks (gloo here: the GPUs are fake), a scancel stops both ranks at one checkpoint, and
+    the retried job resumes from it with two ranks again."""
+    jobs, state = _train_and_scancel(cluster, demo_on_slurm["work"], "control", gpus=2)
+    assert len(jobs) == 2 and all(j["comment"].startswith("rule_train_arm") for j in jobs), jobs
+    assert all("gres/gpu=2" in j["tres"] for j in jobs), jobs
+    assert jobs[0]["state"].startswith("CANCELLED") and jobs[1]["state"] == "COMPLETED", jobs
+    assert state["finished"] and state["global_step"] == STEPS and state["world_size"] == 2, state
     assert state["resumes"] and 0 < state["resumes"][0] < STEPS, state["resumes"]
