@@ -33,6 +33,16 @@ def card_name(results: Path) -> str:
     return lines[0].split(",")[0].strip() if lines else "unknown GPU"
 
 
+def _best(rows: list[dict], key: str, goal: int, unit: str, extra) -> list[str]:
+    """The line naming the fastest variant and whether it meets the goal (nothing if none ran)."""
+    ok = [r for r in rows if r.get(key)]
+    if not ok:
+        return []
+    best = max(ok, key=lambda r: r[key])
+    met = "meets" if best[key] >= goal else "does not meet"
+    return ["", f"Best: **{best['variant']}, {best[key]:,.0f} {unit}**{extra(best)}, which {met} the goal of {goal:,}."]
+
+
 def train_section(results: Path) -> list[str]:
     f = results / "train.json"
     if not f.exists():
@@ -46,14 +56,9 @@ def train_section(results: Path) -> list[str]:
         out.append(f"| {r['variant']} | {r['status']} | {_fmt(r.get('tokens_per_s'), ',.0f')} "
                    f"| {_fmt(r.get('mfu_vs_measured_peak'), '.1%')} | {_fmt(r.get('mfu_vs_datasheet'), '.1%')} "
                    f"| {_fmt(r.get('peak_mem_gib'), '.1f')} |")
-    ok = [r for r in rows if r.get("tokens_per_s")]
-    if ok:
-        best = max(ok, key=lambda r: r["tokens_per_s"])
-        met = "meets" if best["tokens_per_s"] >= TRAIN_GOAL else "does not meet"
-        out += ["", f"Best: **{best['variant']}, {best['tokens_per_s']:,.0f} tokens/s**, which {met} the goal of "
-                    f"{TRAIN_GOAL:,}. Measured bf16 matmul peak {best['measured_matmul_tflops']:.0f} TFLOP/s; "
-                    f"versions {best.get('versions')}."]
-    return out
+    return out + _best(rows, "tokens_per_s", TRAIN_GOAL, "tokens/s",
+                       lambda b: f" (bf16 matmul peak measured at {b['measured_matmul_tflops']:.0f} TFLOP/s; "
+                                 f"versions {b.get('versions')})")
 
 
 def generation_section(results: Path) -> list[str]:
@@ -62,21 +67,16 @@ def generation_section(results: Path) -> list[str]:
         return ["Generation: no generation.json (the benchmark did not run or finish a variant)."]
     data = json.loads(f.read_text())
     rows = data["rows"]
-    out = [f"Device reported by the benchmark: {data.get('device')}.", "", "| variant | batches | new tokens/s | seconds | warm-up s | peak GiB | status |",
+    out = [f"Device reported by the benchmark: {data.get('device')}.", "",
+           "| variant | batches | new tokens/s | seconds | warm-up s | peak GiB | status |",
            "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         b = r.get("batches")
         shown = "" if not b else (f"{len(b)} x {b[0]}" if len(set(b)) == 1 else "+".join(map(str, b)))
         out.append(f"| {r['variant']} | {shown} | {_fmt(r.get('new_tok_per_s'), ',.0f')} | {_fmt(r.get('seconds'), '')} "
                    f"| {_fmt(r.get('warmup_seconds'), '')} | {_fmt(r.get('peak_gib'), '')} | {r.get('error', 'ok')} |")
-    ok = [r for r in rows if r.get("new_tok_per_s")]
-    if ok:
-        best = max(ok, key=lambda r: r["new_tok_per_s"])
-        met = "meets" if best["new_tok_per_s"] >= GEN_GOAL else "does not meet"
-        out += ["", f"Best: **{best['variant']}, {best['new_tok_per_s']:,.0f} new tokens/s** "
-                    f"({best['completions']} completions, {best['new_tokens']:,} new tokens), which {met} the goal "
-                    f"of {GEN_GOAL:,}."]
-    return out
+    return out + _best(rows, "new_tok_per_s", GEN_GOAL, "new tokens/s",
+                       lambda b: f" ({b['completions']} completions, {b['new_tokens']:,} new tokens)")
 
 
 def smoke_section(results: Path) -> list[str]:
