@@ -17,8 +17,11 @@ python -c "import torch, transformers, peft, accelerate; print(torch.__version__
 timeout 120 python benchmarks/gpu_smoke.py 2>&1 | tee "$out/smoke.log"
 # the seeded sampler's cost per decoding step, against the Gumbel-max form it replaced
 timeout 40 python benchmarks/sampler_throughput.py --rows 64,256,390 2>&1 | tee "$out/sampler.log"
+# the chunked cross-entropy over the 128k vocabulary: fused (frozen head) vs checkpointed vs plain
+timeout 40 python benchmarks/loss_throughput.py --device cuda --tokens 4096 --hidden 4096 --vocab 128256 \
+    2>&1 | tee "$out/loss.log"
 # training (LoRA r=16, seq 4096, 8B shape): the fastest candidates first, then the plain baselines
-timeout 240 python benchmarks/train_throughput.py --all --budget 200 --timeout 130 \
+timeout 230 python benchmarks/train_throughput.py --all --budget 190 --timeout 130 \
     --json "$out/train.json" 2>&1 | tee "$out/train.log"
 # generation (780 x 512 new tokens): the memory-planned batch with each cache, then a fixed batch
 timeout 200 python benchmarks/generation_throughput.py --budget 100 \

@@ -87,10 +87,11 @@ def smoke_section(results: Path) -> list[str]:
     return [f"- {ln}" for ln in lines] or ["Functional checks: smoke.log has no PASS/FAIL lines (killed early?)."]
 
 
-def sampler_section(results: Path) -> list[str]:
-    f = results / "sampler.log"
+def table_section(results: Path, name: str, what: str) -> list[str]:
+    """The device line and markdown table a small benchmark printed to NAME."""
+    f = results / name
     lines = [ln for ln in f.read_text().splitlines() if ln.startswith("|") or ln.startswith("device")] if f.exists() else []
-    return lines or ["Sampler: no sampler.log."]
+    return lines or [f"{what}: no {name}."]
 
 
 def record(results: Path, date: str, out_dir: Path) -> Path:
@@ -101,7 +102,10 @@ def record(results: Path, date: str, out_dir: Path) -> Path:
             "", "## Functional checks (`benchmarks/gpu_smoke.py`)", "", *smoke_section(results), "",
             "## Training throughput (`benchmarks/train_throughput.py`, LoRA r=16, seq 4096, 8B shape)", "",
             *train_section(results), "",
-            "## Seeded sampler per decoding step (`benchmarks/sampler_throughput.py`)", "", *sampler_section(results), "",
+            "## Chunked cross-entropy, 4096 tokens x 128k vocabulary (`benchmarks/loss_throughput.py`)", "",
+            *table_section(results, "loss.log", "Loss"), "",
+            "## Seeded sampler per decoding step (`benchmarks/sampler_throughput.py`)", "",
+            *table_section(results, "sampler.log", "Sampler"), "",
             "## Generation throughput (`benchmarks/generation_throughput.py`, 780 x 512 new tokens, 8B shape)", "",
             *generation_section(results), ""]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,8 @@ def results(tmp_path_factory):
           "--json", str(d / "generation.json")], d)
     (d / "sampler.log").write_text(_run([str(REPO / "benchmarks/sampler_throughput.py"), "--rows", "4",
                                          "--vocab", "1000", "--reps", "2"], d))
+    (d / "loss.log").write_text(_run([str(REPO / "benchmarks/loss_throughput.py"), "--tokens", "64", "--hidden", "16",
+                                      "--vocab", "300", "--chunk", "16", "--reps", "1"], d))
     (d / "smoke.log").write_text("noise\nPASS train bf16 + sdpa: loss 7.2 -> 6.4\nFAIL generate: boom\n")
     return d
 
@@ -59,4 +61,5 @@ def test_record_carries_the_measured_numbers(results, tmp_path):
     for r in gen:
         assert f"| {r['variant']} |" in text and f"{r['new_tok_per_s']:,.0f}" in text
     assert "| 4 |" in text and "speed-up" in text  # the sampler table
+    assert "| chunked, fused (frozen head) |" in text and "device cpu, 64 tokens" in text  # the loss table
     assert "- PASS train bf16 + sdpa" in text and "- FAIL generate: boom" in text and "noise" not in text

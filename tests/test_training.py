@@ -215,11 +215,25 @@ def test_chunked_cross_entropy_matches_plain():
     plain = plain_cross_entropy(head(h), t)
     gp = torch.autograd.grad(plain, [h, head.weight])
     for chunk in (1, 5, 7, 33, 1000):
-        ch = chunked_cross_entropy(h, head, t, chunk)
+        ch = chunked_cross_entropy(h, head, t, chunk)  # trainable head: checkpointed chunks
         gc = torch.autograd.grad(ch, [h, head.weight])
         torch.testing.assert_close(ch, plain, rtol=1e-5, atol=1e-5)
         for a, b in zip(gc, gp):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # frozen head (LoRA not on lm_head), with a bias: the fused path, gradient in the forward pass
+    head = torch.nn.Linear(16, 50, bias=True).requires_grad_(False)
+    plain = plain_cross_entropy(head(h), t)
+    (gp,) = torch.autograd.grad(plain * 3.0, [h])
+    for chunk in (1, 5, 7, 33, 1000):
+        ch = chunked_cross_entropy(h, head, t, chunk)
+        (gc,) = torch.autograd.grad(ch * 3.0, [h])  # the outer scale reaches the stored gradient
+        torch.testing.assert_close(ch, plain, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gc, gp, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked_cross_entropy(h, head, t, 4), plain, rtol=1e-5, atol=1e-5)
+    t_all = torch.full_like(t, -100)  # nothing labelled: zero loss, zero gradient
+    (g0,) = torch.autograd.grad(chunked_cross_entropy(h, head, t_all, 8), [h])
+    assert float(g0.abs().max()) == 0.0
 
 
 def test_chunked_loss_module_matches_plain_on_model(tiny_spec):

@@ -28,13 +28,51 @@ def _ce_sum(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> 
     return F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum")
 
 
+class _FrozenHeadCrossEntropy(torch.autograd.Function):
+    """Sum of cross-entropies of (hidden @ weight.T + bias) for a FROZEN output layer, chunk by chunk,
+    with the gradient with respect to `hidden` computed in the same pass: per chunk one matmul
+    for the logits and one for (softmax - one-hot) @ weight. The backward pass only scales that
+    stored gradient, so the logits are never recomputed (the checkpointed form pays a third
+    matmul over the vocabulary for it)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk_size):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        with torch.no_grad():
+            for s in range(0, hidden.shape[0], chunk_size):
+                hc, tc = hidden[s:s + chunk_size], targets[s:s + chunk_size]
+                logits = F.linear(hc, weight, bias).float()
+                valid = tc != IGNORE
+                safe = torch.where(valid, tc, torch.zeros_like(tc))
+                lse = torch.logsumexp(logits, dim=-1)
+                picked = logits.gather(-1, safe[:, None]).squeeze(-1)
+                total += torch.where(valid, lse - picked, torch.zeros_like(lse)).sum()
+                if grad_h is not None:
+                    g = torch.exp(logits - lse[:, None])                           # softmax
+                    g.scatter_add_(-1, safe[:, None], -torch.ones_like(lse)[:, None])  # minus one-hot
+                    g.mul_(valid[:, None])
+                    grad_h[s:s + chunk_size] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
+        ctx.save_for_backward(grad_h if grad_h is not None else torch.empty(0))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad_h,) = ctx.saved_tensors
+        return (grad_h * grad_out.to(grad_h.dtype) if ctx.needs_input_grad[0] else None), None, None, None, None
+
+
 def chunked_cross_entropy(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor,
                           chunk_size: int) -> torch.Tensor:
     """Sum of token cross-entropies of lm_head(hidden) against targets (-100 ignored), computed in
-    chunks of `chunk_size` tokens, each under activation checkpointing, so at most one chunk of
-    logits (chunk_size x vocab) exists at a time in the forward and in the backward pass."""
+    chunks of `chunk_size` tokens, so at most one chunk of logits (chunk_size x vocab) exists at a
+    time. A frozen nn.Linear head (LoRA that does not target it) takes the fused path of
+    `_FrozenHeadCrossEntropy` (gradient in the forward pass, no recomputation); a trainable head
+    (full fine-tuning, LoRA on lm_head) has each chunk under activation checkpointing."""
     h = hidden.reshape(-1, hidden.shape[-1])
     t = targets.reshape(-1)
+    if type(lm_head) is nn.Linear and not any(p.requires_grad for p in lm_head.parameters()):
+        return _FrozenHeadCrossEntropy.apply(h, lm_head.weight, lm_head.bias, t, chunk_size)
     total = h.new_zeros((), dtype=torch.float32)
     for s in range(0, h.shape[0], chunk_size):
         hc, tc = h[s:s + chunk_size], t[s:s + chunk_size]
