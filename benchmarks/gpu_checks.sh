@@ -21,9 +21,9 @@ timeout 40 python benchmarks/sampler_throughput.py --rows 64,256,390 2>&1 | tee 
 timeout 40 python benchmarks/loss_throughput.py --device cuda --tokens 4096 --hidden 4096 --vocab 128256 \
     2>&1 | tee "$out/loss.log"
 # training (LoRA r=16, seq 4096, 8B shape): the fastest candidates first, then the plain baselines
-timeout 230 python benchmarks/train_throughput.py --all --budget 190 --timeout 130 \
+timeout 200 python benchmarks/train_throughput.py --all --budget 165 --timeout 120 \
     --json "$out/train.json" 2>&1 | tee "$out/train.log"
 # generation (780 x 512 new tokens): the memory-planned batch with each cache, then a fixed batch
-timeout 200 python benchmarks/generation_throughput.py --budget 100 \
+timeout 170 python benchmarks/generation_throughput.py --budget 80 \
     --variants bauto-static,bauto-static-compile,bauto-dynamic,b256-static \
     --json "$out/generation.json" 2>&1 | tee "$out/generation.log"
