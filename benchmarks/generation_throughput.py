@@ -144,6 +144,30 @@ def run_vllm(model_dir: str, reqs, prompts, max_new: int):  # pragma: no cover -
     return sum(len(o.outputs[0].token_ids) for o in outs), secs, warm_s
 
 
+def run_variant(v: str, model, tok, reqs, prompts, max_new: int) -> dict:
+    """Time one variant (vllm, or bBATCH-CACHE[-compile]); errors become the row's `error`."""
+    try:
+        if v == "vllm":
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as d:
+                model.save_pretrained(d)
+                new_tokens, secs, warm_s = run_vllm(d, reqs, prompts, max_new)
+            plan = None
+        else:
+            bs_s, cache = v.split("-", 1)
+            bs = "auto" if bs_s[1:] == "auto" else int(bs_s[1:])
+            res, secs, warm_s, plan = run_hf(model, tok, reqs, bs, cache.split("-")[0], cache.endswith("compile"))
+            new_tokens = sum(r.output_tokens for r in res)
+    except Exception as exc:  # noqa: BLE001 - report and go on with the next variant
+        return {"variant": v, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    row = {"variant": v, "completions": len(reqs), "new_tokens": new_tokens, "seconds": round(secs, 2),
+           "warmup_seconds": round(warm_s, 2), "new_tok_per_s": round(new_tokens / secs, 1)}
+    if plan is not None:
+        row["batches"] = plan
+    return row
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny model, small workload")
@@ -207,33 +231,14 @@ def main(argv=None):
     t_start = time.perf_counter()
     for v in variants:
         if args.budget is not None and time.perf_counter() - t_start > args.budget:
-            rows.append({"variant": v, "error": "skipped: time budget spent"})
-            print(json.dumps(rows[-1]), flush=True)
-            continue
-        try:
-            if v == "vllm":
-                import tempfile
-
-                with tempfile.TemporaryDirectory() as d:
-                    model.save_pretrained(d)
-                    new_tokens, secs, warm_s = run_vllm(d, reqs, prompts, args.max_new)
-            else:
-                bs_s, cache = v.split("-", 1)
-                bs = "auto" if bs_s[1:] == "auto" else int(bs_s[1:])
-                res, secs, warm_s, plan = run_hf(model, tok, reqs, bs, cache.split("-")[0],
-                                                 cache.endswith("compile"))
-                new_tokens = sum(r.output_tokens for r in res)
-            row = {"variant": v, "completions": len(reqs), "new_tokens": new_tokens, "seconds": round(secs, 2),
-                   "warmup_seconds": round(warm_s, 2), "new_tok_per_s": round(new_tokens / secs, 1)}
-            if v != "vllm":
-                row["batches"] = plan
-        except Exception as exc:  # noqa: BLE001 - report and go on with the next variant
-            row = {"variant": v, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-        if device == "cuda":
-            row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
-            torch.cuda.reset_peak_memory_stats()
-            gc.collect()
-            torch.cuda.empty_cache()
+            row = {"variant": v, "error": "skipped: time budget spent"}
+        else:
+            row = run_variant(v, model, tok, reqs, prompts, args.max_new)
+            if device == "cuda":
+                row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+                torch.cuda.reset_peak_memory_stats()
+                gc.collect()
+                torch.cuda.empty_cache()
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json:  # after every variant: a run killed by a timeout keeps what it measured
@@ -249,8 +254,6 @@ def main(argv=None):
             shown = "paged" if b is None else (f"{len(b)} x {b[0]}" if len(set(b)) == 1 else "+".join(map(str, b)))
             print(f"| {r['variant']} | {shown} | {r['new_tokens']} | {r['seconds']} | {r['new_tok_per_s']} | "
                   f"{r['warmup_seconds']} | {r.get('peak_gib', '')} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": device_name, "rows": rows}, indent=2))
     return rows
 
 

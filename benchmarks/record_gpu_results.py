@@ -106,7 +106,7 @@ def record(results: Path, date: str, out_dir: Path) -> Path:
     card = card_name(results)
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-") or "gpu"
     text = [f"# GPU measurements, {date}, {card}", "",
-            f"Made by `python benchmarks/record_gpu_results.py` from the output of `bash benchmarks/gpu_checks.sh`.",
+            "Made by `python benchmarks/record_gpu_results.py` from the output of `bash benchmarks/gpu_checks.sh`.",
             "", "## Functional checks (`benchmarks/gpu_smoke.py`)", "", *smoke_section(results), "",
             "## Training throughput (`benchmarks/train_throughput.py`, LoRA r=16, seq 4096, 8B shape)", "",
             *train_section(results), "",

@@ -223,6 +223,21 @@ def fmt(x, spec):
     return "n/a" if x is None else format(x, spec)
 
 
+def _run_variant(name: str, passthrough: list[str], tmpdir: Path, timeout: float) -> tuple[str, dict]:
+    """One variant in its own process (a fresh CUDA context each): (status, result dict)."""
+    out = tmpdir / f"train_throughput_{os.getpid()}_{name.replace('+', '_')}.json"
+    cmd = [sys.executable, __file__, *passthrough, *VARIANTS[name], "--json", str(out)]
+    print(f"# {name}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", {}
+    if proc.returncode == 0 and out.exists():
+        return "ok", json.loads(out.read_text())
+    print(proc.stderr[-3000:], file=sys.stderr)
+    return ("OOM" if "out of memory" in (proc.stderr or "").lower() else f"failed rc={proc.returncode}"), {}
+
+
 def run_all(args) -> int:
     results = []
     passthrough = []
@@ -249,26 +264,13 @@ def run_all(args) -> int:
         return "\n".join(lines)
 
     for name in names:
-        flags = VARIANTS[name]
         left = None if args.budget is None else args.budget - (time.perf_counter() - t_start)
         if left is not None and left < 20:
-            results.append((name, "skipped (budget)", {}))
-            continue
-        out = tmpdir / f"train_throughput_{os.getpid()}_{name.replace('+', '_')}.json"
-        cmd = [sys.executable, __file__, *passthrough, *flags, "--json", str(out)]
-        print(f"# {name}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=args.timeout if left is None else min(args.timeout, left))
-            status = "ok" if proc.returncode == 0 and out.exists() else (
-                "OOM" if "out of memory" in (proc.stderr or "").lower() else f"failed rc={proc.returncode}")
-            if status != "ok":
-                print(proc.stderr[-3000:], file=sys.stderr)
-        except subprocess.TimeoutExpired:
-            status = "timeout"
-        res = json.loads(out.read_text()) if status == "ok" else {}
+            status, res = "skipped (budget)", {}
+        else:
+            status, res = _run_variant(name, passthrough, tmpdir, args.timeout if left is None else min(args.timeout, left))
         results.append((name, status, res))
-        # each finished variant is printed and saved at once: a killed run keeps what it measured
+        # each variant is printed and saved at once: a killed run keeps what it measured
         print(json.dumps({"variant": name, "status": status, **{k: res[k] for k in ("tokens_per_s", "mfu_vs_measured_peak", "peak_mem_gib") if k in res}}), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps([{"variant": n, "status": s, **r} for n, s, r in results], indent=1))
@@ -278,8 +280,6 @@ def run_all(args) -> int:
         print(f"\ndevice: {first['device']}; measured matmul peak ({'bf16' if first['device'] != 'cpu' else 'fp32'}) "
               f"{first['measured_matmul_tflops']:.3g} TFLOP/s; "
               f"seq_len {first['seq_len']}; versions {first['versions']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps([{"variant": n, "status": s, **r} for n, s, r in results], indent=1))
     return 0 if all(s in ("ok", "skipped (budget)") for _, s, _ in results) else 1
 
 

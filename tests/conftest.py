@@ -39,3 +39,14 @@ def shared_benchmarks() -> Path:
     if not SHARED_BENCHMARKS.is_dir():
         pytest.skip("../shared/benchmarks is not present")
     return SHARED_BENCHMARKS
+
+
+@pytest.fixture
+def use_backend(monkeypatch):
+    """use_backend(b): every doctune.llm.base.make_backend call returns the test backend b."""
+    import doctune.llm.base as base
+
+    def install(backend):
+        monkeypatch.setattr(base, "make_backend", lambda cfg, **kw: backend)
+        return backend
+    return install

@@ -150,11 +150,8 @@ class FakeBackend:
 
 
 @pytest.fixture
-def fake_backend(monkeypatch):
-    fb = FakeBackend()
-    import doctune.llm.base as base
-    monkeypatch.setattr(base, "make_backend", lambda cfg, **kw: fb)
-    return fb
+def fake_backend(use_backend):
+    return use_backend(FakeBackend())
 
 
 def _write_specs(path, prompts):

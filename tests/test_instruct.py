@@ -38,11 +38,8 @@ class QABackend:
 
 
 @pytest.fixture
-def qa(monkeypatch):
-    b = QABackend()
-    import doctune.llm.base as base
-    monkeypatch.setattr(base, "make_backend", lambda cfg, **kw: b)
-    return b
+def qa(use_backend):
+    return use_backend(QABackend())
 
 
 def test_welfare_token_rule():

@@ -196,6 +196,14 @@ def _completion_rows(path: str) -> list[dict]:
     return rows
 
 
+def _item_of(table: dict, row: dict, completions_path: str, what: str, where: str) -> dict:
+    """The benchmark item a completion row answers, or an error naming the row's line."""
+    item = table.get(row["id"])
+    if item is None:
+        raise DataError(f"{completions_path}:{row['_line']}: {what} id {row['id']!r} is not in {where}")
+    return item
+
+
 def build_units(kind: str, rows: list[dict], bench_cfg: dict, completions_path: str = "completions",
                 resources_dir: str | None = None) -> list[dict]:
     """Judge tasks (without the judge): one per question x tagged dimension x combination x epoch
@@ -206,10 +214,7 @@ def build_units(kind: str, rows: list[dict], bench_cfg: dict, completions_path: 
         byid = {q["id"]: q for q in questions}
         tmpl = load_template("judge_binary.txt", bench_cfg.get("judge_prompt"), resources_dir)
         for r in rows:
-            q = byid.get(r["id"])
-            if q is None:
-                raise DataError(f"{completions_path}:{r['_line']}: question id {r['id']!r} is not in the "
-                                f"benchmark's (scorable) questions")
+            q = _item_of(byid, r, completions_path, "question", "the benchmark's (scorable) questions")
             for dname in q["tags"]:
                 d = dims[dname]
                 for combo in q["combinations"]:
@@ -229,10 +234,7 @@ def build_units(kind: str, rows: list[dict], bench_cfg: dict, completions_path: 
         items = {it["id"]: it for it in load_strongreject(bench_cfg["source"])}
         tmpl = load_template("judge_strongreject.txt", bench_cfg.get("judge_prompt"), resources_dir)
         for r in rows:
-            it = items.get(r["id"])
-            if it is None:
-                raise DataError(f"{completions_path}:{r['_line']}: prompt id {r['id']!r} is not in the "
-                                f"strongreject source")
+            it = _item_of(items, r, completions_path, "prompt", "the strongreject source")
             body = render(tmpl, question=r.get("prompt") or it["prompt"], answer=r["completion"] or "",
                           answer_format=_FMT)
             units.append({"unit_id": f"{it['id']}|e{r['epoch']}", "item_id": it["id"], "epoch": r["epoch"],

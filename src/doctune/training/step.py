@@ -39,20 +39,19 @@ class _FrozenHeadCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, targets, chunk_size):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        with torch.no_grad():
-            for s in range(0, hidden.shape[0], chunk_size):
-                hc, tc = hidden[s:s + chunk_size], targets[s:s + chunk_size]
-                logits = F.linear(hc, weight, bias).float()
-                valid = tc != IGNORE
-                safe = torch.where(valid, tc, torch.zeros_like(tc))
-                lse = torch.logsumexp(logits, dim=-1)
-                picked = logits.gather(-1, safe[:, None]).squeeze(-1)
-                total += torch.where(valid, lse - picked, torch.zeros_like(lse)).sum()
-                if grad_h is not None:
-                    g = torch.exp(logits - lse[:, None])                           # softmax
-                    g.scatter_add_(-1, safe[:, None], -torch.ones_like(lse)[:, None])  # minus one-hot
-                    g.mul_(valid[:, None])
-                    grad_h[s:s + chunk_size] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
+        for s in range(0, hidden.shape[0], chunk_size):
+            hc, tc = hidden[s:s + chunk_size], targets[s:s + chunk_size]
+            logits = F.linear(hc, weight, bias).float()
+            valid = tc != IGNORE
+            safe = torch.where(valid, tc, torch.zeros_like(tc))
+            lse = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(-1, safe[:, None]).squeeze(-1)
+            total += torch.where(valid, lse - picked, torch.zeros_like(lse)).sum()
+            if grad_h is not None:
+                g = torch.exp(logits - lse[:, None])                           # softmax
+                g.scatter_add_(-1, safe[:, None], -torch.ones_like(lse)[:, None])  # minus one-hot
+                g.mul_(valid[:, None])
+                grad_h[s:s + chunk_size] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
         ctx.save_for_backward(grad_h if grad_h is not None else torch.empty(0))
         return total
 
