@@ -1,6 +1,6 @@
 # One-command entry points (see README.md).
 #   make demo   - create .venv, install the pinned stack, run the offline demo DAG -> results/summary.tsv
-#   make test   - create .venv, install the pinned stack, run the test suite
+#   make test   - create .venv, install the pinned stack (+ requirements-inspect.txt), run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 CORES ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint dryrun report clean
+.PHONY: install install-inspect demo test lint dryrun report clean
 
 install: $(VENV)/.installed
 
@@ -22,11 +22,18 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
+# Inspect interop (inspect-ai, inspect-evals): only for the stages and tests that need it.
+install-inspect: $(VENV)/.installed-inspect
+
+$(VENV)/.installed-inspect: $(VENV)/.installed requirements-inspect.txt
+	$(PY) -m pip install -q -r requirements-inspect.txt
+	touch $@
+
 demo: install
 	snakemake results/summary.tsv --configfile config/demo.yaml -c$(CORES)
 	@echo; echo "== results/summary.tsv (DEMO: the numbers only exercise the pipeline) =="; head -n 25 results/summary.tsv
 
-test: install
+test: install install-inspect
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: install

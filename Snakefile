@@ -24,6 +24,7 @@ include: "rules/documents.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/inspect.smk"
 include: "rules/stats.smk"
 
 
@@ -32,6 +33,7 @@ rule all:
         "results/summary.tsv",
         "results/stats/comparisons.tsv",
         PLOTS,
+        INSPECT_LOGS if config["inspect"]["export"] else [],
     default_target: True
 
 
