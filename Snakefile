@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from doctune.config import validate_config
+from doctune.preflight import snakefile_preflight
 
 # config/config.yaml (the paper) is the default; a --configfile on the command line replaces it
 # rather than being merged into it, so the demo never inherits the paper's arms.
@@ -15,8 +15,11 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
-# Validate before any job starts: a wrong key or value stops here, naming the key.
-config.update(validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml"))
+# Preflight, before any job starts and in dry runs too: the config (schema, references) and every
+# input the run will read (corpora, grid lists, post-training records, benchmark files, model
+# paths, hub ids, API keys). Each problem is one line naming the file and line or config key;
+# nothing runs until all are fixed. Jobs re-parsing this file check the schema only.
+config.update(snakefile_preflight(config, workflow.basedir, workflow.is_main_process))
 
 
 include: "rules/common.smk"
@@ -35,13 +38,3 @@ rule all:
         PLOTS,
         INSPECT_LOGS if config["inspect"]["export"] else [],
     default_target: True
-
-
-onstart:
-    # A missing API key is one clear error before any job runs (never a failure mid-run).
-    from doctune.llm.gemini import check_api_key
-
-    for section in ("generators", "judges"):
-        for entry in (config.get(section) or {}).values():
-            if entry.get("backend") == "gemini":
-                check_api_key(entry)

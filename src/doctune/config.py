@@ -64,17 +64,94 @@ def _fill_defaults(schema: dict, instance: Any, root: dict | None = None) -> Any
     return instance
 
 
+def did_you_mean(name: Any, choices: Iterable[Any]) -> str:
+    """' (did you mean 'x'?)' for the closest of the choices, or '' when none is close."""
+    import difflib
+
+    if not isinstance(name, str):
+        return ""
+    names = [str(c) for c in choices if c is not None]
+    by_lower = {c.lower(): c for c in names}
+    hit = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[hit[0]]!r}?)" if hit else ""
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def as_number(value: Any, integer: bool = False) -> Any:
+    """A number written as YAML 1.1 reads it as a string ('1e-3', '5e3') -> float (or int when
+    `integer` and the value is whole); anything else is returned unchanged."""
+    if not isinstance(value, str) or not _NUMBER.match(value.strip()):
+        return value
+    x = float(value)
+    if integer:
+        return int(x) if x.is_integer() else value
+    return x
+
+
+def _types(schema: dict) -> set:
+    t = schema.get("type")
+    return set(t) if isinstance(t, list) else ({t} if t else set())
+
+
+def coerce_numbers(schema: dict, instance: Any, root: dict | None = None) -> Any:
+    """Turn strings like '1e-3' into numbers wherever the schema expects a number (and only
+    there): PyYAML follows YAML 1.1, which reads 1e-3 (no dot) as a string."""
+    root = root if root is not None else schema
+    schema = _resolve(schema, root)
+    if isinstance(instance, dict):
+        props = schema.get("properties") or {}
+        addl = schema.get("additionalProperties")
+        for key in list(instance):
+            sub = props.get(key, addl if isinstance(addl, dict) else None)
+            if isinstance(sub, dict):
+                instance[key] = coerce_numbers(sub, instance[key], root)
+        return instance
+    if isinstance(instance, list):
+        items = schema.get("items")
+        return [coerce_numbers(items, x, root) for x in instance] if isinstance(items, dict) else instance
+    types = _types(schema)
+    if isinstance(instance, str) and "string" not in types:
+        if "number" in types:
+            return as_number(instance)
+        if "integer" in types:
+            return as_number(instance, integer=True)
+    return instance
+
+
+# Config blocks the schema types only as "object" (overrides of another section's keys): numbers
+# in them are coerced with that section's schema.
+OVERRIDE_SCHEMAS = {("arms", "*", "training"): "training", ("posttrain", "training"): "training",
+                    ("benchmarks", "*", "generation"): "generation"}
+
+
+def _coerce_overrides(schema: dict, cfg: dict) -> None:
+    for path, target in OVERRIDE_SCHEMAS.items():
+        sub = schema["properties"]["training"] if target == "training" else schema["$defs"]["generation"]
+        nodes = [cfg]
+        for part in path[:-1]:
+            nodes = [x for n in nodes if isinstance(n, dict)
+                     for x in (n.values() if part == "*" else [n.get(part)]) if isinstance(x, dict)]
+        for n in nodes:
+            if isinstance(n.get(path[-1]), dict):
+                n[path[-1]] = coerce_numbers(sub, n[path[-1]], schema)
+
+
 def _describe(err) -> str:
     key = _key_path(err.absolute_path)
     v = err.validator
     if v == "additionalProperties":
-        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        allowed = ", ".join(sorted(err.schema.get("properties", {}))) or "(none)"
-        return f"config key '{key}': unknown key(s) {', '.join(map(repr, extra))}; allowed: {allowed}"
+        props = err.schema.get("properties", {})
+        extra = sorted(set(err.instance) - set(props))
+        allowed = ", ".join(sorted(props)) or "(none)"
+        hints = "".join(did_you_mean(x, props) for x in extra)
+        return f"config key '{key}': unknown key(s) {', '.join(map(repr, extra))}{hints}; allowed: {allowed}"
     if v == "type":
         return f"config key '{key}': expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}"
     if v == "enum":
-        return f"config key '{key}': {err.instance!r} is not one of {err.validator_value}"
+        return (f"config key '{key}': {err.instance!r} is not one of {err.validator_value}"
+                f"{did_you_mean(err.instance, err.validator_value)}")
     if v == "required":
         return f"config key '{key}': {err.message}"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "minLength", "pattern"):
@@ -82,19 +159,28 @@ def _describe(err) -> str:
     return f"config key '{key}': {err.message}"
 
 
-def validate_config(config: dict, schema_path: str | Path) -> dict:
-    """Validate (and fill defaults into) a config dict. Raises ConfigError naming the key."""
+def config_problems(config: dict, schema_path: str | Path) -> tuple[dict, list[str]]:
+    """(the config with defaults filled in and numbers coerced, every problem found): schema
+    errors, then (when the schema holds) the cross-key references."""
     import jsonschema
 
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
-    cfg = _fill_defaults(schema, copy.deepcopy(dict(config)))
+    cfg = coerce_numbers(schema, copy.deepcopy(dict(config)))
+    _coerce_overrides(schema, cfg)
+    cfg = _fill_defaults(schema, cfg)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
     if errors:
-        msgs = [_describe(e) for e in errors[:10]]
-        raise ConfigError("invalid config:\n  " + "\n  ".join(msgs))
-    check_references(cfg)
-    return canonical_order(cfg)
+        return cfg, [_describe(e) for e in errors]
+    return canonical_order(cfg), reference_problems(cfg)
+
+
+def validate_config(config: dict, schema_path: str | Path) -> dict:
+    """Validate (and fill defaults into) a config dict. Raises ConfigError naming the key."""
+    cfg, problems = config_problems(config, schema_path)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return cfg
 
 
 NAMED_SECTIONS = ("base_models", "generators", "corpora", "arms", "judges", "benchmarks")
@@ -123,6 +209,18 @@ def canonical_order(cfg: dict) -> dict:
 
 def check_references(cfg: dict) -> None:
     """Cross-key checks the JSON schema cannot express (names that must exist)."""
+    errs = reference_problems(cfg)
+    if errs:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errs))
+
+
+def _not_an_entry(key: str, value: Any, names: Iterable[str], what: str) -> str:
+    names = sorted(names)
+    return f"config key '{key}': {value!r} is not {what} ({names}){did_you_mean(value, names)}"
+
+
+def reference_problems(cfg: dict) -> list[str]:
+    """Cross-key problems the JSON schema cannot express (names that must exist), one per line."""
     errs: list[str] = []
     bases = set(cfg.get("base_models", {}))
     gens = set(cfg.get("generators", {}))
@@ -138,24 +236,24 @@ def check_references(cfg: dict) -> None:
         errs.append(f"config key 'arms.{name}': the name is also a base model")
     for name, g in (cfg.get("generators") or {}).items():
         if g.get("backend") == "hf" and g.get("model") not in bases:
-            errs.append(f"config key 'generators.{name}.model': {g.get('model')!r} is not a base_models entry ({sorted(bases)})")
+            errs.append(_not_an_entry(f"generators.{name}.model", g.get('model'), bases, "a base_models entry"))
     for name, j in (cfg.get("judges") or {}).items():
         if j.get("backend") == "hf" and j.get("model") not in bases:
-            errs.append(f"config key 'judges.{name}.model': {j.get('model')!r} is not a base_models entry ({sorted(bases)})")
+            errs.append(_not_an_entry(f"judges.{name}.model", j.get('model'), bases, "a base_models entry"))
     for name, c in (cfg.get("corpora") or {}).items():
         if c.get("generator") not in gens:
-            errs.append(f"config key 'corpora.{name}.generator': {c.get('generator')!r} is not a generators entry ({sorted(gens)})")
+            errs.append(_not_an_entry(f"corpora.{name}.generator", c.get('generator'), gens, "a generators entry"))
     idata = cfg.get("instruct_data") or {}
     if any(a.get("method") == "sft" and a.get("data") == "instruct" for a in arms.values()):
         if idata.get("generator") not in gens:
-            errs.append(f"config key 'instruct_data.generator': {idata.get('generator')!r} is not a generators entry ({sorted(gens)})")
+            errs.append(_not_an_entry(f"instruct_data.generator", idata.get('generator'), gens, "a generators entry"))
         if idata.get("corpus") and idata["corpus"] not in corpora:
-            errs.append(f"config key 'instruct_data.corpus': {idata['corpus']!r} is not a corpora entry ({sorted(corpora)})")
+            errs.append(_not_an_entry(f"instruct_data.corpus", idata['corpus'], corpora, "a corpora entry"))
     for name, a in arms.items():
         src = a.get("init_from")
         if src is not None:
             if src not in arms or src == name:
-                errs.append(f"config key 'arms.{name}.init_from': {src!r} is not another arms entry ({sorted(arms)})")
+                errs.append(_not_an_entry(f"arms.{name}.init_from", src, arms, "another arms entry"))
                 continue
             if arms[src].get("init_from"):
                 errs.append(f"config key 'arms.{name}.init_from': {src!r} is itself a preservation arm; name a trained arm")
@@ -173,37 +271,36 @@ def check_references(cfg: dict) -> None:
         if seeds is not None and len(set(seeds)) != len(seeds):
             errs.append(f"config key 'arms.{name}.seeds': seeds repeat ({seeds})")
         if a.get("base_model") not in bases:
-            errs.append(f"config key 'arms.{name}.base_model': {a.get('base_model')!r} is not a base_models entry ({sorted(bases)})")
+            errs.append(_not_an_entry(f"arms.{name}.base_model", a.get('base_model'), bases, "a base_models entry"))
         if a.get("method") == "doc":
             for c in _as_list(a.get("corpus")):
                 if c not in corpora:
-                    errs.append(f"config key 'arms.{name}.corpus': {c!r} is not a corpora entry ({sorted(corpora)})")
+                    errs.append(_not_an_entry(f"arms.{name}.corpus", c, corpora, "a corpora entry"))
             if not a.get("corpus"):
                 errs.append(f"config key 'arms.{name}.corpus': a 'doc' arm needs a corpus")
     pt = cfg.get("posttrain") or {}
     for a in pt.get("arms") if isinstance(pt.get("arms"), list) else []:
         if a not in arms:
-            errs.append(f"config key 'posttrain.arms': {a!r} is not an arms entry ({sorted(arms)})")
+            errs.append(_not_an_entry(f"posttrain.arms", a, arms, "an arms entry"))
     for s in pt.get("sizes", []):
         if s not in (cfg.get("posttrain_data") or {}).get("sizes", []):
             errs.append(f"config key 'posttrain.sizes': {s} is not in posttrain_data.sizes")
     for name, b in (cfg.get("benchmarks") or {}).items():
         for j in b.get("judges", []) or []:
             if j not in judges:
-                errs.append(f"config key 'benchmarks.{name}.judges': {j!r} is not a judges entry ({sorted(judges)})")
+                errs.append(_not_an_entry(f"benchmarks.{name}.judges", j, judges, "a judges entry"))
         if b.get("kind") in JUDGED_KINDS and not b.get("judges"):
             errs.append(f"config key 'benchmarks.{name}.judges': a {b['kind']} benchmark needs at least one judge")
     models = set(all_models(cfg)) if not errs else set()
     for i, m in enumerate((cfg.get("evaluation") or {}).get("models", "all") if isinstance(
             (cfg.get("evaluation") or {}).get("models"), list) else []):
         if models and m not in models:
-            errs.append(f"config key 'evaluation.models[{i}]': {m!r} is not a model ({sorted(models)})")
+            errs.append(_not_an_entry(f"evaluation.models[{i}]", m, models, "a model"))
     for i, c in enumerate((cfg.get("stats") or {}).get("comparisons", [])):
         for side in ("a", "b"):
             if models and c.get(side) not in models:
-                errs.append(f"config key 'stats.comparisons[{i}].{side}': {c.get(side)!r} is not a model ({sorted(models)})")
-    if errs:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(errs))
+                errs.append(_not_an_entry(f"stats.comparisons[{i}].{side}", c.get(side), models, "a model"))
+    return errs
 
 
 JUDGED_KINDS = ("ahb", "compassion", "strongreject")

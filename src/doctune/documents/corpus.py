@@ -27,6 +27,8 @@ GRID_DIMS = ("institutions", "domains", "doc_types", "reasoning")
 # spec field name for each grid dimension
 DIM_FIELD = {"institutions": "institution", "domains": "domain", "doc_types": "doc_type",
              "reasoning": "reasoning"}
+CORPUS_KEYS = ("name", "description", "prompt_template", "prompt", "target_words", "topic", "guidance",
+               "key_phrases", "banned_patterns", "grid")
 TEMPLATE_FIELDS = {"institution", "domain", "doc_type", "reasoning", "topic", "guidance",
                    "key_phrases", "target_words", "corpus"}
 
@@ -55,10 +57,18 @@ def load_corpus_def(resources_dir: str | Path, name: str, path: str | Path | Non
 
 
 def check_corpus_def(d: dict, source: str = "<corpus>", name: str | None = None) -> dict:
+    from ..config import as_number, did_you_mean
+
     d = dict(d)
+    for key in d:
+        if key not in CORPUS_KEYS and key != "_source":
+            raise CorpusError(f"{source}: unknown key {key!r}{did_you_mean(key, CORPUS_KEYS)}; "
+                              f"allowed: {', '.join(CORPUS_KEYS)}")
     d.setdefault("name", name)
     if name is not None and d["name"] != name:
         raise CorpusError(f"{source}: key 'name' is {d['name']!r} but the corpus is {name!r}")
+    if "topic" not in d:
+        raise CorpusError(f"{source}: key 'topic' is missing (the subject line of every document)")
     if not isinstance(d.get("topic"), str) or not d["topic"].strip():
         raise CorpusError(f"{source}: key 'topic' must be a non-empty string")
     for key in ("guidance", "key_phrases", "banned_patterns"):
@@ -70,7 +80,7 @@ def check_corpus_def(d: dict, source: str = "<corpus>", name: str | None = None)
             re.compile(pat)
         except re.error as exc:
             raise CorpusError(f"{source}: banned_patterns[{i}] {pat!r} is not a valid regex ({exc})") from None
-    tw = d.setdefault("target_words", 1800)
+    tw = d["target_words"] = as_number(d.get("target_words", 1800), integer=True)
     if not isinstance(tw, int) or tw <= 0:
         raise CorpusError(f"{source}: key 'target_words' must be a positive integer")
     d.setdefault("prompt_template", "document.txt")

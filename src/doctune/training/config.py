@@ -73,9 +73,24 @@ def _check(key: str, value: Any, types: tuple) -> None:
                           f"got {type(value).__name__} {value!r}")
 
 
+def _numbers(cfg: dict, spec: dict) -> dict:
+    """'1e-3' (a string to YAML 1.1) -> 0.001 for keys that take numbers."""
+    from ..config import as_number
+
+    out = dict(cfg)
+    for key, value in cfg.items():
+        types = spec[key][1] if key in spec else ()
+        if isinstance(value, str) and str not in types:
+            if float in types:
+                out[key] = as_number(value)
+            elif int in types:
+                out[key] = as_number(value, integer=True)
+    return out
+
+
 def resolve_train_cfg(train_cfg: dict | None) -> dict:
     """Defaults filled in, types checked; returns a new dict (LoRA settings under "lora")."""
-    train_cfg = dict(train_cfg or {})
+    train_cfg = _numbers(dict(train_cfg or {}), SPEC)
     if "chunked_ce" in train_cfg:
         chunk = train_cfg.pop("chunked_ce")
         if chunk is not None:
@@ -87,7 +102,10 @@ def resolve_train_cfg(train_cfg: dict | None) -> dict:
     out: dict[str, Any] = {}
     for key in train_cfg:
         if key not in SPEC and key not in IGNORED_KEYS:
-            raise ConfigError(f"training.{key}: unknown key (known: {', '.join(sorted(SPEC))})")
+            from ..config import did_you_mean
+
+            raise ConfigError(f"training.{key}: unknown key{did_you_mean(key, SPEC)} "
+                              f"(known: {', '.join(sorted(SPEC))})")
     for key, (default, types, _) in SPEC.items():
         if key == "lora":
             continue
@@ -99,9 +117,13 @@ def resolve_train_cfg(train_cfg: dict | None) -> dict:
     if not isinstance(lora_in, dict):
         raise ConfigError(f"training.lora: expected a mapping, got {type(lora_in).__name__}")
     lora: dict[str, Any] = {}
+    lora_in = _numbers(lora_in, LORA_SPEC)
     for key in lora_in:
         if key not in LORA_SPEC:
-            raise ConfigError(f"training.lora.{key}: unknown key (known: {', '.join(LORA_SPEC)})")
+            from ..config import did_you_mean
+
+            raise ConfigError(f"training.lora.{key}: unknown key{did_you_mean(key, LORA_SPEC)} "
+                              f"(known: {', '.join(LORA_SPEC)})")
     for key, (default, types) in LORA_SPEC.items():
         value = lora_in.get(key, copy.deepcopy(default))
         _check(f"lora.{key}", value, types)
