@@ -38,7 +38,7 @@ rule comparisons:
         report(
             "results/stats/comparisons.tsv",
             caption="../report/comparisons.rst",
-            category="Statistics",
+            category="Comparisons",
         ),
     params:
         stats=config["stats"],

@@ -1,5 +1,7 @@
 """rule plots: robustness curve, AHB dimension profile, loss curves."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
+from pathlib import Path
+
 from doctune import plots
 from doctune.pipeline import run
 from doctune.training import plot_loss_curves
@@ -13,7 +15,9 @@ def main():
     plots.robustness_curve(files, list(p.posttrain_arms), list(p.posttrain_sizes), bench, None,
                            snakemake.output.robustness, demo=bool(p.demo))
     plots.dimension_profile(files, list(p.models), bench, snakemake.output.profile, demo=bool(p.demo))
-    plot_loss_curves({m: f"results/models/{m}/train_metrics.jsonl" for m in p.trained}, snakemake.output.loss)
+    # a model that could not be trained (its data unavailable) has no train_metrics.jsonl
+    loss = {m: f"results/models/{m}/train_metrics.jsonl" for m in p.trained}
+    plot_loss_curves({m: f for m, f in loss.items() if Path(f).is_file()}, snakemake.output.loss)
 
 
 run(snakemake, main)

@@ -465,7 +465,38 @@ def test_no_ratings_single_judge_is_missing(tmp_path):
     assert res["status"] == "missing"
     assert res["reason"] == "no ratings file and fewer than two judges"
     assert res["rows"] == []
-    assert agreement_summary_rows(str(tmp_path / "a.json"))[0]["status"] == "missing"
+    # nothing was asked for (no ratings, one judge): no placeholder row in the summary
+    assert agreement_summary_rows(str(tmp_path / "a.json")) == []
+
+
+def test_unusable_ratings_give_missing_rows_per_judge(tmp_path):
+    scores, comps = write_results(tmp_path / "r1", judges=["judge_one"])
+    _, _, _, key_p = export(tmp_path, scores, comps)
+    ratings = tmp_path / "ratings.csv"
+    first = read_json(key_p)["units"][0]["rating_id"]
+    ratings.write_text(f"rating_id,rater,rating\n{first},ann,\n")    # a blank rating only
+    res = compute_agreement(str(key_p), str(ratings), str(tmp_path / "a.json"), scores=scores)
+    assert res["status"] == "missing"
+    rows = agreement_summary_rows(str(tmp_path / "a.json"))
+    assert rows and all(r["model"] == "human~judge_one" and r["benchmark"] and r["status"] == "missing"
+                        for r in rows), rows
+
+
+def test_rating_sample_keeps_a_bare_carriage_return_in_its_field(tmp_path):
+    import pandas as pd
+
+    scores, comps = write_results(tmp_path / "r1")
+    for per in comps.values():
+        for path in per.values():
+            rows = [json.loads(x) for x in Path(path).read_text().splitlines()]
+            for r in rows:
+                r["completion"] = f"line one\rline two, {r['completion']}\r\nend"
+            Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    n, csv_p, _, _ = export(tmp_path, scores, comps, per=3)
+    frame = pd.read_csv(csv_p, keep_default_na=False)
+    assert len(frame) == n
+    assert all(x.startswith("line one\rline two, ") and x.endswith("\r\nend") for x in frame["response"])
+    assert [r["response"] for r in read_csv(csv_p)] == list(frame["response"])
 
 
 def test_no_ratings_two_judges_gives_judge_rows_only(tmp_path, results):

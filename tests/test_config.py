@@ -156,3 +156,14 @@ def test_schema_filled_nulls_mean_unset_to_the_stages(tmp_path):
     # an ai_risk benchmark with only `subset` goes to the dataset (offline here: a clear error naming it)
     with pytest.raises(Exception, match="model-written-evals"):
         load_items(cfg["benchmarks"]["pw"])
+
+
+def test_report_categories_do_not_clash_with_the_reports_own_panels():
+    """Snakemake's report defines link targets 'Workflow' and 'Statistics' in every caption; a
+    result category of the same name (RST names ignore case) makes docutils print "Duplicate
+    explicit target name" into each caption."""
+    import re
+
+    cats = {m.lower() for f in (REPO / "rules").glob("*.smk")
+            for m in re.findall(r'category="([^"]+)"', f.read_text())}
+    assert cats and not cats & {"workflow", "statistics"}, cats

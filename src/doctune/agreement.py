@@ -67,7 +67,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .io import DataError, atomic_write_json, atomic_write_text, read_json, read_jsonl, sha256_file
+from .io import MISSING_FLAG, DataError, atomic_write_json, atomic_write_text, read_json, read_jsonl, sha256_file
 
 RATER_COLUMNS = ["rating_id", "benchmark", "dimension", "question", "response", "criterion",
                  "rating", "notes"]
@@ -347,6 +347,8 @@ def _read_units(scores: dict[str, dict[str, str]]) -> dict[tuple, dict]:
     for model in scores:
         for bench, path in scores[model].items():
             for line, row in enumerate(read_jsonl(path), start=1):
+                if row.get(MISSING_FLAG):   # the benchmark's data was unavailable: nothing judged
+                    continue
                 if "judge" not in row:
                     raise DataError(f"{path}:{line}: not a judge score line (no 'judge' key); only judged "
                                     f"benchmarks can be rated")
@@ -378,6 +380,8 @@ def _read_units(scores: dict[str, dict[str, str]]) -> dict[tuple, dict]:
 def _read_completions(path: str) -> dict[tuple[str, int], dict]:
     out = {}
     for line, r in enumerate(read_jsonl(path), start=1):
+        if r.get(MISSING_FLAG):
+            continue
         if "id" not in r or "completion" not in r:
             raise DataError(f"{path}:{line}: completion row lacks 'id' or 'completion'")
         out[(str(r["id"]), int(r.get("epoch") or 0))] = r
@@ -480,7 +484,9 @@ def export_rating_sample(scores: dict[str, dict[str, str]], completions: dict[st
                           "judges": {j: u["judges"][j] for j in sorted(u["judges"])}})
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=RATER_COLUMNS, lineterminator="\n")
+    # CRLF rows (RFC 4180): the writer then quotes every field holding a \r or \n, so a reply with
+    # a bare carriage return stays one field (with "\n" it would be written unquoted and split)
+    w = csv.DictWriter(buf, fieldnames=RATER_COLUMNS, lineterminator="\r\n")
     w.writeheader()
     w.writerows(rater_rows)
     atomic_write_text(out_csv, buf.getvalue())
@@ -783,6 +789,7 @@ def compute_agreement(key: str | None, ratings: str | list[str] | None, out: str
             result["status"] = "missing"
             result["reason"] = "the ratings file(s) hold no 0/1 rating"
     result["rows"] = hrows + jj
+    result["judges"] = sorted({j for u in key_units for j in (u.get("judges") or {})})
     if not ratings:
         if not jj:
             result["status"] = "missing"
@@ -838,9 +845,13 @@ def agreement_summary_rows(agreement_json: str) -> list[dict]:
         raise DataError(f"{agreement_json}: not an agreement file (no 'rows')")
     out: list[dict] = []
     if doc.get("status") != "ok" and not doc.get("rows"):
-        return [{"model": "agreement", "benchmark": "", "metric": "", "value": None, "ci_low": None,
-                 "ci_high": None, "n": None, "n_missing": None, "status": "missing",
-                 "note": doc.get("reason") or "agreement could not be computed", "primary": False}]
+        if not doc.get("ratings"):   # no ratings given and one judge: nothing was asked for
+            return []
+        # ratings were given but none could be used: people vs each judge, missing
+        return [{"model": f"human~{j}", "benchmark": "all", "metric": "kappa:all", "value": None,
+                 "ci_low": None, "ci_high": None, "n": None, "n_missing": None, "status": "missing",
+                 "note": doc.get("reason") or "agreement could not be computed", "primary": False}
+                for j in (doc.get("judges") or ["judges"])]
     for i, r in enumerate(doc["rows"]):
         for k in ("comparison", "benchmark", "dimension", "metric"):
             if k not in r:

@@ -14,6 +14,43 @@ class DataError(ValueError):
     """Bad input data; the message names the file and line."""
 
 
+class DataUnavailable(RuntimeError):
+    """A data set cannot be had right now (hub unreachable, gated, a file missing on the hub).
+    Not a user error: the rule writes a "missing" marker and what needs the data is reported
+    missing in the summary while the rest of the run goes on (see doctune.pipeline.run)."""
+
+
+MISSING_FLAG = "missing_data"
+
+
+def write_missing_marker(path: str | os.PathLike, reason: str) -> None:
+    """Stand-in for an output that could not be made because its data is unavailable: a JSONL
+    file gets one row, any other file one JSON object, {"status": "missing", "reason": ...}."""
+    marker = {"status": "missing", "reason": reason, MISSING_FLAG: True}
+    p = Path(path)
+    if p.suffix == ".jsonl":
+        atomic_write_text(p, json.dumps(marker, ensure_ascii=False) + "\n")
+    else:
+        atomic_write_json(p, marker)
+
+
+def missing_marker(path: str | os.PathLike) -> str | None:
+    """The reason recorded in a missing-data marker file, or None for a real file (only the first
+    line is read)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        with p.open("r", encoding="utf-8") as fh:
+            head = fh.readline() if p.suffix == ".jsonl" else fh.read(4096)
+        obj = json.loads(head)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(obj, dict) and obj.get(MISSING_FLAG) is True and obj.get("status") == "missing":
+        return str(obj.get("reason") or "data unavailable")
+    return None
+
+
 def ensure_parent(path: str | os.PathLike) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -52,19 +52,79 @@ def params_dict(sm) -> dict:
     return {k: _plain(v) for k, v in sm.params.items()}
 
 
+# Rules whose outputs stand in for missing data when an input is a missing-data marker (their
+# bodies cannot use the marker). The metrics rule reads markers itself and reports the benchmark
+# missing; summary, comparisons and plots then show it as missing for the models that need it.
+PROPAGATE_MISSING = {"completions", "judge", "score_ai_risk", "lm_eval", "posttrain_data", "replay_data",
+                     "post_train", "alias_arm", "train_arm"}
+
+
+def _package_dir(name: str) -> str | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    locs = list(spec.submodule_search_locations or []) if spec else []
+    return str(Path(locs[0]).resolve()) if locs else None
+
+
+def data_unavailable(exc: BaseException) -> bool:
+    """Whether an exception means that a data set could not be had: DataUnavailable, or any error
+    raised from inside the `datasets` library (hub unreachable, gated repo, file missing on the
+    hub) - loading data is all that library does for us."""
+    import traceback
+
+    from .io import DataUnavailable
+
+    ds_dir = None
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DataUnavailable):
+            return True
+        ds_dir = ds_dir or _package_dir("datasets")
+        if ds_dir and any(str(Path(f.filename).resolve()).startswith(ds_dir + os.sep)
+                          for f in traceback.extract_tb(e.__traceback__)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def run(sm, body: Callable[[], Any]) -> Any:
-    """Run a script body with logging, timing and provenance for all of the rule's outputs."""
+    """Run a script body with logging, timing and provenance for all of the rule's outputs.
+
+    Missing data: when the body fails because a data set is unavailable (see `data_unavailable`),
+    or an input is already a missing-data marker and the rule is in PROPAGATE_MISSING, each
+    output becomes a marker with the reason and the job succeeds, so the rest of the run goes on
+    and the summary reports what needed the data as missing."""
+    from .io import missing_marker, write_missing_marker
+
     log_path = sm.log[0] if len(sm.log) else None
     log = setup_logging(log_path)
     rule = getattr(sm, "rule", "?")
-    log.info("rule %s: start (inputs: %s)", rule, ", ".join(map(str, sm.input)) or "none")
+    outputs, inputs = list(map(str, sm.output)), list(map(str, sm.input))
+    log.info("rule %s: start (inputs: %s)", rule, ", ".join(inputs) or "none")
     t0 = time.time()
+    upstream = [(p, r) for p in inputs if (r := missing_marker(p))]
+    if upstream and rule in PROPAGATE_MISSING:
+        reason = upstream[0][1]
+        log.warning("rule %s: input %s is missing (%s); writing missing markers", rule, upstream[0][0], reason)
+        for out in outputs:
+            write_missing_marker(out, reason)
+        write_provenance(outputs, inputs, params_dict(sm), rule)
+        return None
     try:
         result = body()
-    except Exception:
-        log.exception("rule %s failed", rule)
-        raise
-    write_provenance(list(map(str, sm.output)), list(map(str, sm.input)), params_dict(sm), rule)
+    except Exception as exc:
+        if not data_unavailable(exc):
+            log.exception("rule %s failed", rule)
+            raise
+        reason = f"data unavailable: {type(exc).__name__}: {exc}"[:2000]
+        log.warning("rule %s: %s; writing missing markers, the run goes on", rule, reason)
+        for out in outputs:
+            write_missing_marker(out, reason)
+        result = None
+    write_provenance(outputs, inputs, params_dict(sm), rule)
     log.info("rule %s: done in %.1f s", rule, time.time() - t0)
     return result
 

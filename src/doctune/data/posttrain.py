@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ..io import DataError, iter_jsonl, read_json, write_jsonl
+from ..io import DataError, DataUnavailable, iter_jsonl, read_json, write_jsonl
 
 FORMATS = ("alpaca", "messages")
 
@@ -40,8 +40,12 @@ def _load_records(source_cfg: dict) -> tuple[list[dict], str]:
         except ImportError as exc:  # pragma: no cover
             raise DataError("posttrain_data.source.dataset needs the `datasets` package") from exc
         label = f"{source_cfg['dataset']}@{source_cfg.get('revision') or 'main'}[{source_cfg.get('split') or 'train'}]"
-        ds = datasets.load_dataset(source_cfg["dataset"], source_cfg.get("name"), revision=source_cfg.get("revision"),
-                                   split=source_cfg.get("split") or "train")
+        try:
+            ds = datasets.load_dataset(source_cfg["dataset"], source_cfg.get("name"),
+                                       revision=source_cfg.get("revision"), split=source_cfg.get("split") or "train")
+        except Exception as exc:  # offline, gated, unreachable: the post-trained models are missing
+            raise DataUnavailable(f"posttrain_data.source.dataset: could not load {label}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         return [dict(r) for r in ds], label
     raise DataError("posttrain_data.source: give either 'path' (a local JSON/JSONL file) or 'dataset' (a HF id)")
 

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..io import DataError, iter_jsonl
+from ..io import DataError, DataUnavailable, iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ INVALID_TAG_POLICIES = ("drop_tag", "drop_question", "error")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_ ]*)\s*\}\}")
 
 
-class BenchmarkUnavailable(RuntimeError):
+class BenchmarkUnavailable(DataUnavailable):
     """The benchmark data could not be loaded (e.g. a HuggingFace dataset while offline)."""
 
 

@@ -1,0 +1,135 @@
+"""An unavailable data set (hub unreachable, gated, a file missing) is reported as missing for what
+needs it, and the rest of the run goes on: markers written by doctune.pipeline.run, passed along
+by the rules that cannot use them, read by metrics and the summary."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from doctune.io import DataUnavailable, missing_marker, write_missing_marker
+from doctune.pipeline import data_unavailable, run
+
+
+class Named(list):
+    def __init__(self, items=(), **named):
+        super().__init__(items)
+        self.__dict__.update(named)
+
+    def items(self):
+        return [(k, v) for k, v in self.__dict__.items()]
+
+
+class FakeSM:
+    def __init__(self, rule, inputs, outputs, tmp):
+        self.rule = rule
+        self.input = Named(map(str, inputs))
+        self.output = Named(map(str, outputs))
+        self.log = Named([str(tmp / "logs" / f"{rule}.log")])
+        self.params = Named()
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # provenance sidecars go under ./results
+
+
+def test_unavailable_data_writes_markers_and_the_job_succeeds(tmp_path):
+    outs = [tmp_path / "results/completions/m/ahb.jsonl", tmp_path / "results/lm_eval/m/hs.json"]
+
+    def body():
+        raise DataUnavailable("dataset 'org/ahb' could not be loaded (offline)")
+
+    assert run(FakeSM("completions", [], outs, tmp_path), body) is None
+    assert missing_marker(outs[0]) == missing_marker(outs[1])
+    assert "dataset 'org/ahb'" in missing_marker(outs[0])
+    assert len(outs[0].read_text().splitlines()) == 1
+    assert "writing missing markers" in (tmp_path / "logs/completions.log").read_text()
+
+
+def test_other_errors_still_fail(tmp_path):
+    out = tmp_path / "results/x.jsonl"
+
+    def body():
+        raise ValueError("a real bug")
+
+    with pytest.raises(ValueError):
+        run(FakeSM("completions", [], [out], tmp_path), body)
+    assert not out.exists()
+
+
+def test_errors_from_inside_the_datasets_library_count_as_unavailable(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    try:
+        datasets.load_dataset("json", data_files=str(tmp_path / "not-there.jsonl"), split="train")
+    except Exception as exc:  # noqa: BLE001
+        assert data_unavailable(exc)
+    else:  # pragma: no cover
+        pytest.fail("load_dataset found a file that does not exist")
+    try:
+        json.loads("{")
+    except ValueError as exc:
+        assert not data_unavailable(exc)
+
+
+def test_markers_pass_through_rules_that_cannot_use_them(tmp_path):
+    marker = tmp_path / "results/data/posttrain-4.jsonl"
+    write_missing_marker(marker, "posttrain data unavailable")
+    outs = [tmp_path / "results/models/doc.post4/model.json", tmp_path / "results/models/doc.post4/trainer_state.json"]
+    called = []
+    run(FakeSM("post_train", [marker], outs, tmp_path), lambda: called.append(1))
+    assert not called and all(missing_marker(o) == "posttrain data unavailable" for o in outs)
+    # the model's completions: the spec is a marker -> so are the completions
+    comp = tmp_path / "results/completions/doc.post4/ahb.jsonl"
+    run(FakeSM("completions", [outs[0]], [comp], tmp_path), lambda: called.append(1))
+    assert not called and missing_marker(comp) == "posttrain data unavailable"
+    # metrics reads the marker itself (its body runs)
+    run(FakeSM("metrics", [comp], [tmp_path / "m.json"], tmp_path), lambda: called.append(1))
+    assert called == [1]
+
+
+def test_metrics_and_summary_report_the_benchmark_missing_with_the_reason(tmp_path):
+    from doctune.evaluation.metrics import compute_metrics
+    from doctune.summary import summary_rows
+
+    scores = tmp_path / "results/scores/base/ahb.jsonl"
+    write_missing_marker(scores, "data unavailable: dataset 'org/ahb' offline")
+    lm = tmp_path / "results/lm_eval/base/hellaswag.json"
+    write_missing_marker(lm, "data unavailable: posttrain")
+    m1 = compute_metrics("base", "ahb", {"kind": "ahb"}, str(scores), str(tmp_path / "m/ahb.json"), n_bootstrap=10)
+    m2 = compute_metrics("base", "hellaswag", {"kind": "lm_eval"}, str(lm), str(tmp_path / "m/hs.json"), n_bootstrap=10)
+    assert m1["status"] == m2["status"] == "missing"
+    assert all(v["value"] is None for v in m1["metrics"].values())
+    rows = summary_rows({"base": {"ahb": str(tmp_path / "m/ahb.json"), "hellaswag": str(tmp_path / "m/hs.json")}})
+    assert rows and all(r["status"] == "missing" and r.get("value") is None for r in rows)
+    assert any("dataset 'org/ahb' offline" in r["note"] for r in rows if r["benchmark"] == "ahb")
+
+
+def test_posttrain_dataset_that_cannot_be_loaded_is_unavailable(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from doctune.data.posttrain import write_posttrain
+
+    def unreachable(*a, **k):
+        raise ConnectionError("Couldn't reach 'tatsu-lab/alpaca' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(DataUnavailable, match="posttrain_data.source.dataset.*tatsu-lab/alpaca"):
+        write_posttrain({"dataset": "tatsu-lab/alpaca", "format": "alpaca"}, 4, 0, str(tmp_path / "p.jsonl"))
+    # a local file that does not exist stays a user error
+    from doctune.io import DataError
+
+    with pytest.raises(DataError):
+        write_posttrain({"path": str(tmp_path / "none.json"), "format": "alpaca"}, 4, 0, str(tmp_path / "p.jsonl"))
+
+
+def test_rating_sample_skips_benchmarks_whose_data_was_missing(tmp_path):
+    from doctune.agreement import export_rating_sample
+
+    scores = tmp_path / "s.jsonl"
+    comps = tmp_path / "c.jsonl"
+    write_missing_marker(scores, "offline")
+    write_missing_marker(comps, "offline")
+    n = export_rating_sample({"m": {"ahb": str(scores)}}, {"m": {"ahb": str(comps)}}, 2, 0,
+                             str(tmp_path / "a.csv"), str(tmp_path / "a.html"), str(tmp_path / "k.json"))
+    assert n == 0
