@@ -74,3 +74,24 @@ def test_summary_bad_value_names_file(tmp_path):
     p = metrics_file(tmp_path, "m", "b", {"x": {"value": "0.3"}}, "x")
     with pytest.raises(DataError, match=r"m/b.json: metrics\['x'\].value"):
         write_summary({"m": {"b": p}}, str(tmp_path / "s.tsv"))
+
+
+def test_summary_counts_dropped_questions_and_names_their_tags(tmp_path):
+    """The AHB loader's `dataset` block (n_dropped, dropped[].tags) reaches every row of that
+    model x benchmark; files without it leave n_dropped empty."""
+    p = metrics_file(tmp_path, "base", "ahb", {"overall_mean": {"value": 0.5, "ci_low": 0.2, "ci_high": 0.8,
+                                                               "n": 3, "n_missing": 0}}, "overall_mean")
+    doc = json.loads(open(p).read())
+    doc["dataset"] = {"n_questions": 3, "n_dropped": 2, "dropped": [
+        {"id": "7", "why": "unknown tag", "tags": ["Moral Considerations"], "where": "q.jsonl:7"},
+        {"id": "9", "why": "empty tag", "tags": [""], "where": "q.jsonl:9"}]}
+    open(p, "w").write(json.dumps(doc))
+    other = metrics_file(tmp_path, "base", "hellaswag", {"acc": {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4,
+                                                                "n": 8, "n_missing": 0}}, "acc")
+    out = tmp_path / "results" / "summary.tsv"
+    write_summary({"base": {"ahb": p, "hellaswag": other}}, str(out))
+    df = pd.read_csv(out, sep="\t", comment="#")
+    r = df[df.benchmark == "ahb"].iloc[0]
+    assert r.n_dropped == 2 and r.n == 3
+    assert "2 question(s) dropped" in r.note and "'Moral Considerations'" in r.note and "''" in r.note
+    assert pd.isna(df[df.benchmark == "hellaswag"].iloc[0].n_dropped)

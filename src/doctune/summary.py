@@ -1,6 +1,8 @@
 """results/summary.tsv: every metric of every model and benchmark, in long format.
 
-Columns: model, benchmark, metric, value, ci_low, ci_high, n, n_missing, status, note, primary.
+Columns: model, benchmark, metric, value, ci_low, ci_high, n, n_missing, status, note, primary,
+n_seeds, seed_sd, n_dropped (questions the loader dropped, e.g. for a tag naming no dimension; the
+note names their tags).
 A value that could not be computed is written empty (never 0) with status ``missing`` and the
 reason in ``note``. A demo run starts with a ``# DEMO`` comment line and says so in every note;
 read the file with ``pandas.read_csv(path, sep="\\t", comment="#")`` (no cell contains '#').
@@ -14,7 +16,7 @@ from .io import DataError, atomic_write_text
 from .stats import DEMO_BANNER, format_tsv, load_metrics_file
 
 COLUMNS = ["model", "benchmark", "metric", "value", "ci_low", "ci_high", "n", "n_missing",
-           "status", "note", "primary", "n_seeds", "seed_sd"]
+           "status", "note", "primary", "n_seeds", "seed_sd", "n_dropped"]
 DEMO_NOTE = "DEMO: numbers only exercise the pipeline and mean nothing"
 
 
@@ -39,6 +41,27 @@ def _missing_row(model: str, benchmark: str, metric: str, reason: str) -> dict:
             "note": reason}
 
 
+def _dropped(doc: dict, path: str) -> tuple[int | None, str | None]:
+    """Questions the benchmark's loader dropped (e.g. an AHB tag naming no dimension): their count
+    and a note naming the tags, from the metrics file's ``dataset`` block (None when absent)."""
+    ds = doc.get("dataset")
+    if not isinstance(ds, dict) or ds.get("n_dropped") is None:
+        return None, None
+    n = _count(ds.get("n_dropped"), f"{path}: dataset.n_dropped")
+    if not n:
+        return n, None
+    tags: list[str] = []
+    for d in ds.get("dropped") or []:
+        if not isinstance(d, dict):
+            continue
+        for t in (d.get("tags") if isinstance(d.get("tags"), list) else [d.get("tags")]):
+            t = "" if t is None else str(t)
+            if repr(t) not in tags:
+                tags.append(repr(t))
+    what = f" (tags {', '.join(tags)})" if tags else ""
+    return n, f"{n} question(s) dropped by the loader{what}"
+
+
 def summary_rows(metrics_files: dict[str, dict[str, str]],
                  expected: list[tuple[str, str]] | None = None) -> list[dict]:
     """The summary's rows: models and benchmarks in the order given (then expected pairs that had
@@ -58,6 +81,7 @@ def summary_rows(metrics_files: dict[str, dict[str, str]],
             rows.append(_missing_row(model, bench, "", f"metrics file {path} does not exist"))
             continue
         doc = load_metrics_file(path)
+        n_dropped, dropped_note = _dropped(doc, path)
         status = doc.get("status", "ok")
         primary = doc.get("primary_metric")
         metrics = doc.get("metrics") or {}
@@ -91,6 +115,9 @@ def summary_rows(metrics_files: dict[str, dict[str, str]],
             if row["status"] == "missing":
                 for k in ("value", "ci_low", "ci_high"):
                     row[k] = None if status != "ok" else row[k]
+            if dropped_note:
+                notes.append(dropped_note)
+            row["n_dropped"] = n_dropped
             row["note"] = "; ".join(notes) or None
             rows.append(row)
     return rows
