@@ -72,6 +72,22 @@ def test_corpus_unknown_key_and_missing_corpus_suggest_names(work):
     assert any("corpora.animal_welfare_a" in e and "did you mean 'animal_welfare_ai'" in e for e in r.errors), r.errors
 
 
+def test_corpus_yaml_syntax_error_is_one_line_with_its_line_number(work):
+    p = work / "resources/corpora/urban_density.yaml"
+    p.write_text(p.read_text() + "\nguidance: [unclosed\n")
+    e = only_error(run(demo()), "urban_density.yaml", "invalid YAML", "line")
+    assert "\n" not in e
+
+
+def test_model_made_by_the_workflow_is_not_looked_for(work):
+    cfg = demo()
+    assert run(cfg).errors == []                       # build_tiny: built by a rule, not there yet
+    cfg["base_models"]["base"]["path"] = "results/base_models/tiny"
+    r = run(cfg)
+    assert r.errors == [] and any("build_tiny builds the model at results/base_models/base" in w
+                                  for w in r.warnings), r.warnings
+
+
 def test_empty_grid_list(work):
     (work / "resources/grid/domains.txt").write_text("# nothing here\n\n")
     r = run(demo())

@@ -51,11 +51,13 @@ class Report:
     config_ok: bool = True   # schema and references hold (the DAG can be built)
 
     def error(self, where: str, message: str) -> None:
+        message = re.sub(r"\s*\n\s*", " ", message.strip())   # one line per problem
         line = f"{where}: {message}" if where else message
         if line not in self.errors:
             self.errors.append(line)
 
     def warn(self, where: str, message: str) -> None:
+        message = re.sub(r"\s*\n\s*", " ", message.strip())
         line = f"{where}: {message}" if where else message
         if line not in self.warnings:
             self.warnings.append(line)
@@ -328,9 +330,9 @@ def _check_models(ctx: _Ctx) -> None:
 
     for name, b in (ctx.cfg.get("base_models") or {}).items():
         key = f"base_models.{name}.path"
-        if b.get("build_tiny"):
+        if b.get("build_tiny") or b.get("gguf"):   # made by a rule of the workflow
             built = base_model_path(ctx.cfg, name)
-            if b.get("path") and Path(b["path"]) != Path(built):
+            if b.get("build_tiny") and b.get("path") and Path(b["path"]) != Path(built):
                 ctx.report.warn(_key(key), f"{b['path']!r} is ignored: build_tiny builds the model at {built}")
             continue
         path = b.get("path")
