@@ -156,3 +156,19 @@ def test_rule_writes_log_matching_our_files(tmp_path):
     assert sum(len(s.scores["strongreject"].metadata["verdicts"]) for s in log.samples) == len(scores)
     assert (work / "results/logs/inspect_export/base/strongreject.log").exists()
     assert (work / "results/provenance").is_dir()
+
+
+def test_missing_data_gives_an_error_log_with_the_reason(tmp_path, repo_root):
+    from inspect_ai.log import read_eval_log
+
+    from doctune.io import write_missing_marker
+
+    cfg = {"kind": "strongreject", "source": {"path": str(repo_root / "resources/fixtures/strongreject_small.csv")}}
+    comp, scores = tmp_path / "c.jsonl", tmp_path / "s.jsonl"
+    write_missing_marker(comp, "dataset x is gated")
+    write_missing_marker(scores, "dataset x is gated")
+    out = tmp_path / "x.eval"
+    summary = export_eval_log("doc", "strongreject", cfg, str(comp), str(scores), str(out))
+    assert summary["samples"] == 0 and "gated" in summary["missing"]
+    log = read_eval_log(str(out))
+    assert log.status == "error" and "dataset x is gated" in log.error.message and log.eval.model == "doctune/doc"

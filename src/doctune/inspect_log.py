@@ -35,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, read_json, read_jsonl, sha256_file, stable_hash
+from .io import DataError, missing_marker, read_json, read_jsonl, sha256_file, stable_hash
 
 STOP_REASONS = {"stop": "stop", "length": "max_tokens", "tool_calls": "tool_calls"}
 
@@ -108,11 +108,15 @@ def export_eval_log(model: str, benchmark: str, bench_cfg: dict, completions: st
     """Write ``out`` (.eval) from our completion, score and metrics files; returns a summary."""
     inspect_ai = _import_inspect()
     from inspect_ai.log import (EvalConfig, EvalDataset, EvalLog, EvalPlan, EvalPlanStep, EvalResults, EvalSample,
-                                EvalScore, EvalSpec, EvalStats, write_eval_log)
+                                EvalScore, EvalSpec, EvalStats)
     from inspect_ai.model import ChatMessageAssistant, ChatMessageSystem, ChatMessageUser, ModelOutput, ModelUsage
     from inspect_ai.scorer import Score
 
     kind = bench_cfg.get("kind")
+    upstream = next(((p, r) for p in (completions, scores) if (r := missing_marker(p))), None)
+    if upstream is not None:  # the benchmark's data was unavailable: a log that says so
+        write_error_log(out, f"doctune/{benchmark}", f"doctune/{model}", f"data unavailable ({upstream[0]}): {upstream[1]}")
+        return {"samples": 0, "scored": 0, "epochs": 0, "missing": upstream[1]}
     comp_rows = read_jsonl(completions)
     score_rows = read_jsonl(scores)
     if any(r.get("status") == "missing" for r in score_rows):
@@ -204,7 +208,15 @@ def export_eval_log(model: str, benchmark: str, bench_cfg: dict, completions: st
             input_tokens=usage_in, output_tokens=usage_out, total_tokens=usage_in + usage_out)}),
         samples=samples,
     )
-    p = Path(out)
+    write_log_atomic(log, out)
+    return {"samples": len(samples), "scored": log.results.scores[0].scored_samples, "epochs": epochs}
+
+
+def write_log_atomic(log, path: str) -> None:
+    """Write an Inspect log (.eval) so that readers see either no file or the whole new one."""
+    from inspect_ai.log import write_eval_log
+
+    p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".eval")
     os.close(fd)
@@ -214,7 +226,19 @@ def export_eval_log(model: str, benchmark: str, bench_cfg: dict, completions: st
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return {"samples": len(samples), "scored": log.results.scores[0].scored_samples, "epochs": epochs}
+
+
+def write_error_log(path: str, task: str, model: str, reason: str) -> None:
+    """An Inspect log with status "error" saying why there is nothing to show (`inspect view`
+    lists it with the reason)."""
+    _import_inspect()
+    from inspect_ai._util.error import EvalError
+    from inspect_ai.log import EvalConfig, EvalDataset, EvalLog, EvalSpec
+
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    write_log_atomic(EvalLog(status="error", eval=EvalSpec(created=now, task=task, dataset=EvalDataset(), model=model,
+                                                           config=EvalConfig()),
+                             error=EvalError(message=reason, traceback="", traceback_ansi="")), path)
 
 
 def _unscored(score) -> bool:
