@@ -191,6 +191,27 @@ def test_hub_unreachable_online_is_reported_not_raised(monkeypatch, tmp_path):
     assert hub_status("org/data", "dataset", None, env)[0] == "unreachable"
 
 
+def test_hub_status_online_answers(monkeypatch, tmp_path):
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path)}
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, *a, **k: object())
+    monkeypatch.setattr(huggingface_hub.HfApi, "auth_check", lambda self, *a, **k: None)
+    assert hub_status("org/model", "model", None, env)[0] == "ok"
+
+    def gated(self, *a, **k):
+        raise GatedRepoError.__new__(GatedRepoError, "gated")
+
+    def absent(self, *a, **k):
+        raise RepositoryNotFoundError.__new__(RepositoryNotFoundError, "no such repo")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "auth_check", gated)
+    assert hub_status("org/model", "model", None, env)[0] == "gated"
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", absent)
+    assert hub_status("org/model", "model", None, env)[0] == "not_found"
+
+
 def test_gated_or_missing_hub_model_is_an_error(work):
     cfg = demo()
     cfg["base_models"]["base"] = {"path": "meta-llama/Llama-3.1-8B"}

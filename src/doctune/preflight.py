@@ -474,6 +474,13 @@ def _check_benchmarks(ctx: _Ctx) -> None:
         if missing:
             continue
         src = b.get("source") or {}
+        if b.get("kind") == "ai_risk" and not src.get("path") and not src.get("dataset") and b.get("subset"):
+            src = {"dataset": "Anthropic/model-written-evals"}
+        if b.get("kind") == "lm_eval" and not b.get("local_file") and \
+                _env_true(ctx.env, "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            ctx.report.warn(_key(f"benchmarks.{name}.local_file"),
+                            f"not set: lm-eval task {b.get('task')!r} reads its data from the hub, which is "
+                            "offline here; unless lm-eval's dataset is cached it is reported missing")
         if not src.get("path") and src.get("dataset"):
             _check_hub_dataset(ctx, src, f"benchmarks.{name}.source.dataset",
                                f"benchmark {name!r} will be reported missing for every model")
