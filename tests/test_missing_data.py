@@ -48,6 +48,17 @@ def test_unavailable_data_writes_markers_and_the_job_succeeds(tmp_path):
     assert "writing missing markers" in (tmp_path / "logs/completions.log").read_text()
 
 
+def test_rules_combining_many_benchmarks_never_become_markers(tmp_path):
+    out = tmp_path / "results/agreement/rating_key.json"
+
+    def body():
+        raise DataUnavailable("one benchmark's data is unavailable")
+
+    with pytest.raises(DataUnavailable):
+        run(FakeSM("rating_sample", [], [out], tmp_path), body)
+    assert not out.exists()
+
+
 def test_other_errors_still_fail(tmp_path):
     out = tmp_path / "results/x.jsonl"
 
@@ -124,7 +135,10 @@ def test_posttrain_dataset_that_cannot_be_loaded_is_unavailable(tmp_path, monkey
 
 
 def test_rating_sample_skips_benchmarks_whose_data_was_missing(tmp_path):
-    from doctune.agreement import export_rating_sample
+    from doctune.agreement import criteria_from_benchmarks, export_rating_sample
+
+    # the tests run offline (conftest): a hub dataset cannot be loaded
+    assert criteria_from_benchmarks({"ahb": {"kind": "ahb", "source": {"dataset": "no-such-org/no-such-ahb"}}}) == {}
 
     scores = tmp_path / "s.jsonl"
     comps = tmp_path / "c.jsonl"

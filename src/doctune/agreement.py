@@ -67,7 +67,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .io import MISSING_FLAG, DataError, atomic_write_json, atomic_write_text, read_json, read_jsonl, sha256_file
+from .io import MISSING_FLAG, DataError, DataUnavailable, atomic_write_json, atomic_write_text, read_json, read_jsonl, sha256_file
 
 RATER_COLUMNS = ["rating_id", "benchmark", "dimension", "question", "response", "criterion",
                  "rating", "notes"]
@@ -401,7 +401,10 @@ def criteria_from_benchmarks(bench_cfgs: dict[str, dict]) -> dict[str, dict[str,
     out: dict[str, dict[str, str]] = {}
     for name, cfg in bench_cfgs.items():
         if cfg.get("kind") in ("ahb", "compassion") and cfg.get("source"):
-            out[name] = {d: v["guiding_question"] for d, v in load_dimensions(cfg["source"]).items()}
+            try:
+                out[name] = {d: v["guiding_question"] for d, v in load_dimensions(cfg["source"]).items()}
+            except DataUnavailable:   # nothing of it was judged: no units to rate
+                continue
     return out
 
 

@@ -52,9 +52,11 @@ def params_dict(sm) -> dict:
     return {k: _plain(v) for k, v in sm.params.items()}
 
 
-# Rules whose outputs stand in for missing data when an input is a missing-data marker (their
-# bodies cannot use the marker). The metrics rule reads markers itself and reports the benchmark
-# missing; summary, comparisons and plots then show it as missing for the models that need it.
+# Rules that make one thing from one data set (a model's completions or scores on one benchmark,
+# a post-training sample, a post-trained model): when their data is unavailable, or an input is
+# already a missing-data marker, their outputs become markers. The metrics rule reads markers
+# itself and reports the benchmark missing; rules that combine many benchmarks (summary,
+# comparisons, plots, rating sample) skip what is missing and never become markers themselves.
 PROPAGATE_MISSING = {"completions", "judge", "score_ai_risk", "lm_eval", "posttrain_data", "replay_data",
                      "post_train", "alias_arm", "train_arm"}
 
@@ -116,7 +118,7 @@ def run(sm, body: Callable[[], Any]) -> Any:
     try:
         result = body()
     except Exception as exc:
-        if not data_unavailable(exc):
+        if rule not in PROPAGATE_MISSING or not data_unavailable(exc):
             log.exception("rule %s failed", rule)
             raise
         reason = f"data unavailable: {type(exc).__name__}: {exc}"[:2000]
