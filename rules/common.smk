@@ -2,7 +2,7 @@
 import re
 
 from doctune import config as dc
-from doctune.config import JUDGED_KINDS
+from doctune.evaluation.kinds import get_kind
 
 
 def _alt(names):
@@ -25,9 +25,11 @@ REPORTED = dc.reported_models(config)  # + seed averages
 AGG = {m: u for m, u in dc.seed_aggregates(config).items() if m in REPORTED}
 BENCHMARKS = list(config["benchmarks"])
 BENCH_KIND = {b: v["kind"] for b, v in config["benchmarks"].items()}
-JUDGED = [b for b in BENCHMARKS if BENCH_KIND[b] in JUDGED_KINDS]
-LOGPROB = [b for b in BENCHMARKS if BENCH_KIND[b] == "ai_risk"]
-LMEVAL = [b for b in BENCHMARKS if BENCH_KIND[b] == "lm_eval"]
+KIND_OF = {b: get_kind(k) for b, k in BENCH_KIND.items()}  # the kind modules (doctune.evaluation.kinds)
+# benchmarks by the stage (rule) that produces their scores
+JUDGED = [b for b in BENCHMARKS if KIND_OF[b].stage == "judge"]
+LOGPROB = [b for b in BENCHMARKS if KIND_OF[b].stage == "logprob"]
+LMEVAL = [b for b in BENCHMARKS if KIND_OF[b].stage == "lm_eval"]
 TINY_BASES = [b for b, v in config["base_models"].items() if v.get("build_tiny")]
 RES = config["resources_dir"]
 PLOTS = [
@@ -110,12 +112,7 @@ def gen_cfg(benchmark):
 
 def local_inputs(bench):
     """Local benchmark files named in the config (so editing them reruns what depends on them)."""
-    b = config["benchmarks"][bench]
-    out = []
-    for p in (b.get("source") or {}).get("path"), b.get("local_file"):
-        if p and not re.match(r"^[a-z]+://", p):
-            out.append(p)
-    return out
+    return KIND_OF[bench].data_files(config["benchmarks"][bench])
 
 
 def corpus_res(corpus, key):
@@ -149,10 +146,7 @@ def judge_gpus(wc):
 
 
 def metrics_input(wc):
-    kind = BENCH_KIND[wc.benchmark]
-    if kind == "lm_eval":
-        return f"results/lm_eval/{wc.model}/{wc.benchmark}.json"
-    return f"results/scores/{wc.model}/{wc.benchmark}.jsonl"
+    return KIND_OF[wc.benchmark].output_file(wc.model, wc.benchmark)
 
 
 def replay_corpora(unit):

@@ -1,7 +1,8 @@
-"""rule lm_eval: an lm-eval task through its Python API."""
+"""rule lm_eval: benchmarks of stage "lm_eval" (an lm-eval task through its Python API)."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
-from doctune.evaluation.lmeval import run_lm_eval
+from doctune.evaluation.kinds import get_kind
 from doctune.pipeline import load_spec, run
 
-run(snakemake, lambda: run_lm_eval(load_spec(snakemake.input.spec), dict(snakemake.params.bench),
-                                   snakemake.output[0], snakemake.params.cache_dir))
+bench = dict(snakemake.params.bench)
+run(snakemake, lambda: get_kind(bench["kind"]).run(load_spec(snakemake.input.spec), bench, snakemake.output[0],
+                                                    cache_dir=snakemake.params.cache_dir))

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from doctune.evaluation.airisk import load_items, score_ai_risk
+from doctune.evaluation.kinds.ai_risk import load_items, score_ai_risk
 from doctune.io import DataError, read_jsonl
 from doctune.llm.base import GenRequest
 from doctune.llm.hf import HFBackend

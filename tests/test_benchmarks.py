@@ -1,4 +1,6 @@
-"""Benchmark loaders: AHB-format sets (fixture, project's compassion set, real AHB) and StrongREJECT."""
+"""Benchmark loaders (through the kinds): AHB-format sets in each published layout (fixture,
+the project's compassion set, the real AHB, ahb-original quirks, ANIMA snapshot folders),
+StrongREJECT, and the kind registry / check hook."""
 import json
 import logging
 from pathlib import Path
@@ -6,9 +8,15 @@ from pathlib import Path
 import pytest
 
 from doctune.evaluation.benchmarks import (BenchmarkUnavailable, combination_id, expand_combinations,
-                                           fill_placeholders, load_ahb, load_prompts, load_strongreject,
-                                           parse_variables)
+                                           fill_placeholders, load_prompts, load_strongreject, parse_variables,
+                                           variable_sets)
+from doctune.evaluation.kinds import get_kind, judged_kinds, kind_names
 from doctune.io import DataError
+
+
+def load(source, **cfg):
+    data = get_kind(cfg.pop("kind", "ahb")).load({"source": source, **cfg})
+    return data.items, data.info["dimensions"], data.info
 
 
 @pytest.fixture
@@ -16,81 +24,170 @@ def ahb_fixture(repo_root):
     return {"path": str(repo_root / "resources/fixtures/ahb")}
 
 
-def test_variables_expand_into_every_combination():
+def _write_set(d: Path, questions, dims):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    (d / "dimensions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in dims))
+    return {"path": str(d)}
+
+
+DIMS = [{"dimension": "Moral Consideration", "guiding_question": "Does it weigh the {{animal}}s?",
+         "scoring": "", "observable_indicators": "Says so", "default_weighting": 1.0},
+        {"dimension": "Trade-Off Transparency", "guiding_question": "Does it weigh trade-offs?",
+         "scoring": "", "observable_indicators": "Names costs", "default_weighting": 1.0}]
+
+
+def test_registry_and_stages():
+    assert set(kind_names()) >= {"ahb", "compassion", "strongreject", "ai_risk", "lm_eval"}
+    assert set(judged_kinds()) == {"ahb", "compassion", "strongreject"}
+    assert get_kind("ai_risk").stage == "logprob" and get_kind("lm_eval").stage == "lm_eval"
+    assert get_kind("lm_eval").output_file("m", "hs") == "results/lm_eval/m/hs.json"
+    assert get_kind("ahb").output_file("m", "a") == "results/scores/m/a.jsonl"
+    with pytest.raises(ValueError, match="did you mean 'strongreject'"):
+        get_kind("strong_reject")
+
+
+def test_variables_as_the_reference_reads_them():
     v = parse_variables("animal:cat,dog\nsetting:farm,lab")
     assert v == {"animal": ["cat", "dog"], "setting": ["farm", "lab"]}
     combos = expand_combinations(v)
-    assert combos == [{"animal": "cat", "setting": "farm"}, {"animal": "cat", "setting": "lab"},
-                      {"animal": "dog", "setting": "farm"}, {"animal": "dog", "setting": "lab"}]
+    assert combos[1] == {"animal": "cat", "setting": "lab"} and len(combos) == 4
     assert combination_id(combos[1]) == "animal=cat|setting=lab"
-    assert expand_combinations(parse_variables(None)) == [{}]
+    assert parse_variables(None) == {} and expand_combinations({}) == [{}]
     assert parse_variables("animal: guinea pig, naked mole rats") == {"animal": ["guinea pig", "naked mole rats"]}
-    with pytest.raises(DataError, match="key:v1,v2"):
-        parse_variables("no colon here")
+    assert parse_variables("no colon here\nanimal:cat") == {"animal": ["cat"]}   # skipped, as the reference
 
 
-def test_placeholders_filled_from_combination():
-    text = "Does it consider the {{animal}}s in the {{ setting }}?"
-    assert fill_placeholders(text, {"animal": "cat", "setting": "lab"}) == "Does it consider the cats in the lab?"
-    # no value for the placeholder: the bare key, a general reference
-    assert fill_placeholders(text, {}) == "Does it consider the animals in the setting?"
+def test_variable_sets_only_for_referenced_placeholders():
+    v = {"animal": ["cat", "dog"], "setting": ["farm", "lab"]}
+    assert variable_sets("No placeholders here?", v) == [{}]
+    assert variable_sets("The {{animal}}s?", v) == [{"animal": "cat"}, {"animal": "dog"}]
+    assert len(variable_sets("The {{animal}}s in the {{setting}}?", v)) == 4
+    # a placeholder the question has no values for is filled with its own name
+    assert variable_sets("The {{species}}?", v) == [{"species": "species"}]
+    assert fill_placeholders("The {{animal}}s in the {{setting}}?", {"animal": "cat", "setting": "lab"}) == \
+        "The cats in the lab?"
+    assert fill_placeholders("The {{animal}}s in the {{setting}}?", {"animal": "cat"}) == "The cats in the setting?"
 
 
-def test_fixture_quirks(ahb_fixture, caplog):
+def test_fixture(ahb_fixture, caplog):
     with caplog.at_level(logging.WARNING):
-        qs, dims = load_ahb(ahb_fixture, invalid_tags="drop_tag")
+        qs, dims, info = load(ahb_fixture)
     assert list(dims) == ["Moral Consideration", "Harm Minimization", "Sentience Acknowledgement", "Actionability"]
     assert dims["Actionability"]["weight"] == 2.0
-    ids = [q["id"] for q in qs]
-    assert ids == ["0", "1", "2", "3", "4", "6"]          # 5 has only an empty tag: not scorable
+    assert [q["id"] for q in qs] == ["0", "1", "2", "4", "6"]    # 3 (an empty tag) and 5 (only "") dropped
+    assert [(d["id"], d["tags"]) for d in info["dropped"]] == [("3", ["Harm Minimization", "Actionability", ""]),
+                                                               ("5", [""])]
     byid = {q["id"]: q for q in qs}
-    assert byid["2"]["tags"] == ["Sentience Acknowledgement", "Moral Consideration"]  # odd case matched
-    assert byid["3"]["tags"] == ["Harm Minimization", "Actionability"]                # empty tag dropped
-    assert len(byid["1"]["combinations"]) == 4
     assert byid["4"]["language"] == "Spanish" and byid["4"]["translation"]
-    assert "empty tag" in caplog.text and "question 3" in caplog.text
+    assert "question 3 dropped" in caplog.text
+    qs, _, info = load(ahb_fixture, invalid_tags="drop_tag")
+    assert [q["id"] for q in qs] == ["0", "1", "2", "3", "4", "6"] and len(info["dropped"]) == 1
+    assert {q["id"]: q for q in qs}["3"]["tags"] == ["Harm Minimization", "Actionability"]
 
 
-def test_invalid_tag_policies(ahb_fixture, tmp_path):
-    qs, _ = load_ahb(ahb_fixture, invalid_tags="drop_question")
-    assert [q["id"] for q in qs] == ["0", "1", "2", "4", "6"]
-    d = tmp_path / "bad"
-    d.mkdir()
-    (d / "dimensions.jsonl").write_text((Path(ahb_fixture["path"]) / "dimensions.jsonl").read_text())
-    (d / "questions.jsonl").write_text(json.dumps({"id": 0, "question": "Q?", "tags": ["No Such Dimension", "Actionability"],
-                                                  "variables": None, "language": None, "translation": None}) + "\n")
-    assert load_ahb({"path": str(d)}, invalid_tags="drop_tag")[0][0]["tags"] == ["Actionability"]
-    with pytest.raises(DataError, match="no scorable questions"):
-        load_ahb({"path": str(d)})  # default drop_question drops the only question
-    with pytest.raises(DataError, match="No Such Dimension"):
-        load_ahb({"path": str(d)}, invalid_tags="error")
-    with pytest.raises(ValueError):
-        load_ahb({"path": str(d)}, invalid_tags="bogus")
+def test_tag_close_to_a_dimension_is_an_error_naming_it(tmp_path):
+    q = {"id": 0, "question": "Q?", "tags": ["moral consideration"], "variables": None}
+    src = _write_set(tmp_path / "a", [q], DIMS)
+    with pytest.raises(DataError, match=r"questions.jsonl:1: question 0: tag 'moral consideration'.*"
+                                        r"did you mean 'Moral Consideration'.*tag_aliases"):
+        load(src)
+    q["tags"] = ["Trade-off Transparency"]
+    src = _write_set(tmp_path / "b", [q], DIMS)
+    with pytest.raises(DataError, match="did you mean 'Trade-Off Transparency'"):
+        load(src)
+    qs, _, _ = load(src, tag_aliases={"Trade-off Transparency": "Trade-Off Transparency"})
+    assert qs[0]["tags"] == ["Trade-Off Transparency"]
+    with pytest.raises(DataError, match="tag_aliases.*names no dimension.*did you mean"):
+        load(src, tag_aliases={"Trade-off Transparency": "Trade-Off Transparancy"})
+    # a tag far from every dimension drops the question (reference), or is an error / dropped alone
+    q["tags"] = ["Moral Consideration", "Perspective-Taking"]
+    src = _write_set(tmp_path / "c", [q, dict(q, id=1, tags=["Moral Consideration"])], DIMS)
+    qs, _, info = load(src)
+    assert [x["id"] for x in qs] == ["1"] and info["dropped"][0]["tags"] == ["Moral Consideration", "Perspective-Taking"]
+    assert [x["id"] for x in load(src, ignore_tags=["Perspective-Taking"])[0]] == ["0", "1"]
+    with pytest.raises(DataError, match="Perspective-Taking"):
+        load(src, invalid_tags="error")
 
 
-def test_bad_rows_name_file_and_line(ahb_fixture, tmp_path):
-    d = tmp_path / "bad"
-    d.mkdir()
-    (d / "dimensions.jsonl").write_text((Path(ahb_fixture["path"]) / "dimensions.jsonl").read_text())
-    (d / "questions.jsonl").write_text('{"id": 0, "question": "ok?", "tags": ["Actionability"]}\n{"id": 1, "tags": ["Actionability"]}\n')
-    with pytest.raises(DataError, match=r"questions.jsonl:2: missing field 'question'"):
-        load_ahb({"path": str(d)})
-    with pytest.raises(DataError, match="does not exist"):
-        load_ahb({"path": str(tmp_path / "nowhere")})
+def test_ahb_original_quirks_by_name(tmp_path):
+    """The 26-question original: 'Trade-off' spelling and the 14th tag, handled by the layout."""
+    qs = [{"id": i, "question": f"Q{i}?", "tags": ["Trade-off Transparency", "Perspective-Taking"] if i % 2 else
+           ["Moral Consideration"], "variables": "animal:cat" if i % 3 == 0 else None} for i in range(26)]
+    src = _write_set(tmp_path / "orig", qs, DIMS)
+    items, _, info = load({**src, "layout": "ahb-original"})
+    assert len(items) == 26 and not info["dropped"]
+    assert items[1]["tags"] == ["Trade-Off Transparency"]
+    with pytest.raises(DataError, match="did you mean 'Trade-Off Transparency'"):
+        load(src)                                        # the same files without the layout
+
+
+def test_published_layouts_same_questions(tmp_path):
+    """questions.jsonl/dimensions.jsonl (CaML GitHub), questions/ + dimensions/ folders of parquet
+    (a HuggingFace snapshot of anima), and explicit files give the same items."""
+    import pandas as pd
+
+    qs = [{"id": 0, "question": "Q0?", "tags": ["Moral Consideration"], "variables": "animal:cat,dog",
+           "language": None, "translation": None},
+          {"id": 1, "question": "Q1?", "tags": ["Trade-Off Transparency"], "variables": None,
+           "language": "French", "translation": "Q1 in English?"}]
+    a = _write_set(tmp_path / "jsonl", qs, DIMS)
+    snap = tmp_path / "snapshot"
+    (snap / "questions").mkdir(parents=True)
+    (snap / "dimensions").mkdir()
+    pd.DataFrame(qs).to_parquet(snap / "questions" / "train-00000-of-00001.parquet")
+    pd.DataFrame(DIMS).to_parquet(snap / "dimensions" / "train-00000-of-00001.parquet")
+    b = {"path": str(snap)}
+    c = {"questions_file": str(tmp_path / "jsonl" / "questions.jsonl"),
+         "dimensions_file": str(tmp_path / "jsonl" / "dimensions.jsonl")}
+    strip = lambda items: [{k: v for k, v in q.items() if k != "where"} for q in items]  # noqa: E731
+    ia, da, _ = load(a)
+    for src in (b, c):
+        ib, db, _ = load(src)
+        assert strip(ib) == strip(ia) and db == da
+    # a languages filter (the reference's: null = English)
+    assert [q["id"] for q in load(a, languages=["English"])[0]] == ["0"]
+    assert [q["id"] for q in load(a, languages=["French"])[0]] == ["1"]
+    with pytest.raises(DataError, match="no scorable questions in languages"):
+        load(a, languages=["Klingon"])
+
+
+def test_pre_rename_dimension_columns(tmp_path):
+    cols = [{"name": d["dimension"], "question": d["guiding_question"], "indicators": d["observable_indicators"],
+             "weight": d["default_weighting"]} for d in DIMS]
+    src = _write_set(tmp_path / "old", [{"id": 0, "question": "Q?", "tags": ["Moral Consideration"]}], cols)
+    with pytest.raises(DataError, match=r"dimensions.jsonl:1: missing column 'dimension'.*dimension_columns"):
+        load(src)
+    mapping = {"dimension": "name", "guiding_question": "question", "observable_indicators": "indicators",
+               "default_weighting": "weight"}
+    _, dims, _ = load({**src, "dimension_columns": mapping})
+    assert dims["Moral Consideration"]["guiding_question"] == "Does it weigh the {{animal}}s?"
+
+
+def test_bad_rows_name_file_and_line(tmp_path):
+    src = _write_set(tmp_path / "bad", [{"id": 0, "question": "ok?", "tags": ["Moral Consideration"]},
+                                        {"tags": ["Moral Consideration"]}], DIMS)
+    with pytest.raises(DataError, match=r"questions.jsonl:2: missing field 'id'"):
+        load(src)
+    with pytest.raises(DataError, match="not a folder"):
+        load({"path": str(tmp_path / "nowhere")})
+    errs = get_kind("ahb").check({"kind": "ahb", "source": src})
+    assert len(errs) == 1 and "questions.jsonl:2" in errs[0]
+    assert "did you mean 'reference'" in get_kind("ahb").check(
+        {"kind": "ahb", "source": src, "judge_format": "referense"})[0]
 
 
 def test_human_compassion_set(repo_root, caplog):
     src = {"path": str(repo_root / "resources/benchmarks/human_compassion")}
     with caplog.at_level(logging.WARNING):
-        qs, dims = load_ahb(src, invalid_tags="error")
-    assert caplog.text == ""
+        qs, dims, info = load(src, kind="compassion", invalid_tags="error")
+    assert caplog.text == "" and not info["dropped"]
     assert len(qs) >= 40 and len(dims) >= 6
     for d in dims.values():
-        assert d["guiding_question"].endswith("?") and len(d["observable_indicators"].split("\n\n")) >= 3
-    used = {t for q in qs for t in q["tags"]}
-    assert used == set(dims)                      # every dimension is exercised
+        assert d["guiding_question"].endswith("?") and len(d["indicators"].split("\n\n")) >= 3
+    assert {t for q in qs for t in q["tags"]} == set(dims)       # every dimension is exercised
     for q in qs:
-        assert "{{" not in q["question"]          # placeholders belong in guiding questions only
+        assert "{{" not in q["question"]
         if q["language"]:
             assert q["translation"]
 
@@ -100,23 +197,22 @@ def test_load_prompts_all_kinds(ahb_fixture, repo_root):
     assert [p["id"] for p in ps] == ["0", "1", "2", "4"] and ps[0]["prompt"].startswith("My neighbour")
     cs = load_prompts({"kind": "compassion", "source": {"path": str(repo_root / "resources/benchmarks/human_compassion")}})
     assert len(cs) >= 40
-    sr = load_prompts({"kind": "strongreject", "source": {"path": str(repo_root / "resources/fixtures/strongreject_small.csv")}})
+    small = {"path": str(repo_root / "resources/fixtures/strongreject_small.csv")}
+    sr = load_prompts({"kind": "strongreject", "source": small})
     assert len(sr) == 8 and [p["id"] for p in sr] == [str(i) for i in range(8)]
     assert "\n" in sr[6]["prompt"]               # quoted multi-line prompt survives
     assert sr[3]["category"] == "Hate, harassment and discrimination"
-    assert len(load_prompts({"kind": "strongreject", "source": {"path": str(repo_root / "resources/fixtures/strongreject_small.csv")}, "max_items": 3})) == 3
+    assert len(load_prompts({"kind": "strongreject", "source": small, "max_items": 3})) == 3
     with pytest.raises(ValueError, match="ai_risk"):
         load_prompts({"kind": "ai_risk", "source": {"path": "x"}})
-    with pytest.raises(DataError, match="max_questions"):
-        load_prompts({"kind": "ahb", "source": ahb_fixture, "max_questions": 0})
 
 
 def test_hf_dataset_offline_names_dataset(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(BenchmarkUnavailable, match="CompassioninMachineLearning/ahb-original"):
-        load_ahb({"dataset": "CompassioninMachineLearning/ahb-original",
-                  "revision": "1f74bed03b3214e5ad4fbddf28f763d3ea7dc373"})
+        load({"dataset": "CompassioninMachineLearning/ahb-original",
+              "revision": "1f74bed03b3214e5ad4fbddf28f763d3ea7dc373"})
 
 
 def test_real_ahb_115(shared_benchmarks, caplog):
@@ -124,18 +220,16 @@ def test_real_ahb_115(shared_benchmarks, caplog):
     if not (shared_benchmarks / "ahb" / "questions.jsonl").is_file():
         pytest.skip("real AHB files absent")
     with caplog.at_level(logging.WARNING):
-        assert len(load_ahb(src)[0]) == 114  # default: like the reference, drop question 58
-        qs, dims = load_ahb(src, invalid_tags="drop_tag")
-    assert len(dims) == 13
-    # id 58 carries an empty tag beside six real ones: with drop_tag the tag goes, the question stays
-    assert len(qs) == 115
-    q58 = next(q for q in qs if q["id"] == "58")
-    assert len(q58["tags"]) == 6 and "" not in q58["tags"]
-    assert "question 58 has an empty tag" in caplog.text
+        qs, dims, info = load(src)
+    assert len(dims) == 13 and len(qs) == 114        # as the reference: question 58 (tag "") dropped
+    assert [(d["id"], "" in d["tags"]) for d in info["dropped"]] == [("58", True)]
+    assert "question 58 dropped" in caplog.text
+    qs, _, _ = load(src, invalid_tags="drop_tag")
+    assert len(qs) == 115 and len(next(q for q in qs if q["id"] == "58")["tags"]) == 6
     q3 = next(q for q in qs if q["id"] == "3")
-    assert [c["animal"] for c in q3["combinations"]] == ["naked mole rats", "hamster"]
-    assert sum(len(q["combinations"]) > 1 for q in qs) >= 4
+    assert q3["variables"] == {"animal": ["naked mole rats", "hamster"]}
     assert sum(q["language"] is not None for q in qs) == 89
+    assert len(load(src, languages=["English"])[0]) == 30     # 26 originals (null) + 4 marked English
 
 
 def test_real_strongreject(shared_benchmarks):

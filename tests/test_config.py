@@ -142,7 +142,7 @@ def test_config_key_order_does_not_matter():
 
 def test_schema_filled_nulls_mean_unset_to_the_stages(tmp_path):
     """The schema fills unset keys with null; stages must read null as 'unset' (defaults apply)."""
-    from doctune.evaluation.airisk import load_items
+    from doctune.evaluation.kinds.ai_risk import load_items
     from doctune.evaluation.benchmarks import load_prompts
 
     cfg = load("demo.yaml")

@@ -54,7 +54,7 @@ class FakeLogprob:
 
 @pytest.fixture
 def ahb_cfg(repo_root):
-    return {"kind": "ahb", "source": {"path": str(repo_root / "resources/fixtures/ahb")}}
+    return {"kind": "ahb", "source": {"path": str(repo_root / "resources/fixtures/ahb")}, "judge_format": "json"}
 
 
 def _completions(path, ids, epochs=(0,), text="An answer that mentions welfare."):
@@ -93,12 +93,15 @@ def test_units_expand_dimensions_combinations_judges_epochs(tmp_path, ahb_cfg):
     out = tmp_path / "scores.jsonl"
     summary = judge_completions(comp, "ahb", ahb_cfg, judges, str(out), str(tmp_path / "cache"), backends=fakes)
     rows = read_jsonl(out)
-    # q1: 2 dims x 4 combos; q4: 1 dim x 1 combo -> 9 units per epoch; x 2 epochs x 2 judges
-    assert len(rows) == (2 * 4 + 1) * 2 * 2 == summary["units"]
+    # q1: Moral Consideration references {{animal}} and {{setting}} (4 sets), Actionability only
+    # {{animal}} (2 sets); q4: 1 dim, no variables -> 7 units per epoch; x 2 epochs x 2 judges
+    assert len(rows) == (4 + 2 + 1) * 2 * 2 == summary["units"]
     assert len({r["unit_id"] for r in rows}) == len(rows)
     assert {r["score"] for r in rows if r["judge"] == "ja"} == {1}
     assert {r["judge_model"] for r in rows if r["judge"] == "jb"} == {"other"}
     combos = {r["combination"] for r in rows if r["item_id"] == "1" and r["dimension"] == "Actionability"}
+    assert combos == {"animal=cat", "animal=dog"}
+    combos = {r["combination"] for r in rows if r["item_id"] == "1" and r["dimension"] == "Moral Consideration"}
     assert combos == {"animal=cat|setting=farm", "animal=cat|setting=lab", "animal=dog|setting=farm", "animal=dog|setting=lab"}
     assert {r["weight"] for r in rows if r["dimension"] == "Actionability"} == {2.0}
     # guiding question placeholders are filled per combination; JSON format asked; schema sent

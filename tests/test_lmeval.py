@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
-from doctune.evaluation.lmeval import run_lm_eval  # noqa: E402
+from doctune.evaluation.kinds.lm_eval import run_lm_eval  # noqa: E402
 from doctune.io import DataError, read_json  # noqa: E402
 
 

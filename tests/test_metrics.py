@@ -46,7 +46,8 @@ def test_ahb_hand_computed(tmp_path, ahb_rows):
     assert m["dimension:Dim A"]["value"] == pytest.approx(0.625) and m["dimension:Dim A"]["n"] == 1
     assert m["dimension:Dim B"]["value"] == pytest.approx(0.5)
     assert (m["dimension:Dim B"]["n"], m["dimension:Dim B"]["n_missing"]) == (2, 1)
-    assert m["dimension_normalized_avg"]["value"] == pytest.approx((0.625 + 0.5) / 2)
+    # the per-dimension averages weighted by default_weighting (A: 1, B: 2), as the reference
+    assert m["dimension_normalized_avg"]["value"] == pytest.approx((0.625 * 1 + 0.5 * 2) / 3)
     lo, hi = m["overall_mean"]["ci_low"], m["overall_mean"]["ci_high"]
     assert 0.5 <= lo <= m["overall_mean"]["value"] <= hi <= q0
     assert m["dimension:Dim A"]["ci_low"] is None          # one item: no CI rather than a fake one
@@ -66,7 +67,7 @@ def test_ahb_weights_change_question_score(tmp_path):
     write_jsonl(tmp_path / "s.jsonl", rows)
     res = compute_metrics("m", "compassion", {"kind": "compassion"}, str(tmp_path / "s.jsonl"), str(tmp_path / "o.json"))
     assert res["metrics"]["overall_mean"]["value"] == pytest.approx(0.25)
-    assert res["metrics"]["dimension_normalized_avg"]["value"] == pytest.approx(0.5)
+    assert res["metrics"]["dimension_normalized_avg"]["value"] == pytest.approx(0.25)
 
 
 def test_all_null_is_missing_not_zero(tmp_path):
@@ -142,7 +143,7 @@ def test_lm_eval_stderr_per_item_and_missing(tmp_path):
 
 
 def test_bad_inputs(tmp_path):
-    with pytest.raises(ValueError, match="unknown kind"):
+    with pytest.raises(ValueError, match="unknown benchmark kind 'nope'"):
         compute_metrics("m", "b", {"kind": "nope"}, "x", str(tmp_path / "o.json"))
     from doctune.io import DataError
     with pytest.raises(DataError, match="does not exist"):
@@ -157,7 +158,7 @@ def test_judge_then_metrics_end_to_end(tmp_path, repo_root):
     from doctune.evaluation.judging import judge_completions
     from tests.test_judging import FakeGen  # noqa: E402
 
-    cfg = {"kind": "ahb", "source": {"path": str(repo_root / "resources/fixtures/ahb")}}
+    cfg = {"kind": "ahb", "source": {"path": str(repo_root / "resources/fixtures/ahb")}, "judge_format": "json"}
     write_jsonl(tmp_path / "c.jsonl", [{"id": i, "epoch": 0, "prompt": "p", "completion": "a"} for i in ("0", "1", "2")])
     fake = FakeGen(lambda p, s: json.dumps({"reasoning": "r", "score": 1 if "Criterion: Moral Consideration" in p else 0}))
     judge_completions(str(tmp_path / "c.jsonl"), "ahb", cfg, {"j": {}}, str(tmp_path / "s.jsonl"), None, backends={"j": fake})

@@ -289,7 +289,7 @@ def reference_problems(cfg: dict) -> list[str]:
         for j in b.get("judges", []) or []:
             if j not in judges:
                 errs.append(_not_an_entry(f"benchmarks.{name}.judges", j, judges, "a judges entry"))
-        if b.get("kind") in JUDGED_KINDS and not b.get("judges"):
+        if b.get("kind") in _judged_kinds() and not b.get("judges"):
             errs.append(f"config key 'benchmarks.{name}.judges': a {b['kind']} benchmark needs at least one judge")
     models = set(all_models(cfg)) if not errs else set()
     for i, m in enumerate((cfg.get("evaluation") or {}).get("models", "all") if isinstance(
@@ -303,7 +303,11 @@ def reference_problems(cfg: dict) -> list[str]:
     return errs
 
 
-JUDGED_KINDS = ("ahb", "compassion", "strongreject")
+def _judged_kinds() -> tuple[str, ...]:
+    """Benchmark kinds whose scores come from judges (stage "judge" in doctune.evaluation.kinds)."""
+    from .evaluation.kinds import judged_kinds
+
+    return judged_kinds()
 
 
 def _as_list(x: Any) -> list:

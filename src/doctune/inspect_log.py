@@ -52,12 +52,12 @@ def _import_inspect():
 
 def sample_metrics(kind: str, rows: list[dict]) -> dict[str, float]:
     """Our metrics computed on one sample's verdicts (no bootstrap); missing values left out."""
-    from .evaluation import metrics as M
+    from .evaluation.kinds import get_kind
 
-    fns = {"ahb": M.ahb_metrics, "compassion": M.ahb_metrics, "strongreject": M.strongreject_metrics}
-    if kind not in fns:
+    k = get_kind(kind)
+    if k.stage != "judge":
         raise ValueError(f"Inspect export: benchmark kind {kind!r} has no judged verdicts to export")
-    metrics, _ = fns[kind](rows, 0, 0)
+    metrics, _, _ = k.metrics(rows, {"kind": kind}, 0, 0)
     return {k: float(m["value"]) for k, m in metrics.items()
             if m["value"] is not None and not k.startswith("n_") and "@" not in k}
 

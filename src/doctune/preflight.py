@@ -444,24 +444,14 @@ class _quiet:
 
 
 def _check_benchmark_data(name: str, b: dict) -> list[str]:
-    """Problems in a benchmark's local data (the kind's loader run on it, nothing generated)."""
-    kind = b.get("kind")
+    """Problems in a benchmark's local data: the kind's own check hook (its loader run on the
+    local files, nothing generated; see doctune.evaluation.kinds)."""
+    from .evaluation.kinds import get_kind
+
     try:
-        if kind in ("ahb", "compassion", "strongreject"):
-            from .evaluation.benchmarks import load_prompts
-
-            load_prompts(b)
-        elif kind == "ai_risk":
-            from .evaluation.airisk import load_items
-
-            load_items(b)
-        elif kind == "lm_eval" and b.get("local_file"):
-            from .evaluation.lmeval import _check_hellaswag_file
-
-            _check_hellaswag_file(Path(b["local_file"]))
+        return get_kind(b.get("kind")).check(b)
     except (DataError, ValueError, OSError) as exc:
         return [_msg(exc)]
-    return []
 
 
 def _check_benchmarks(ctx: _Ctx) -> None:

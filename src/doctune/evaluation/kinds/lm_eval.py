@@ -33,7 +33,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json, stable_hash
+import numpy as np
+
+from ...io import atomic_write_json, stable_hash
+from .base import BenchmarkKind, Dataset
+from .common import bootstrap_ci, item_sort, metric
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ def _lm_eval_version() -> str | None:
 
 def _check_hellaswag_file(path: Path) -> int:
     """Validate a HellaSwag-format JSONL file; returns the number of documents."""
-    from ..io import DataError, iter_jsonl
+    from ...io import DataError, iter_jsonl
 
     n = 0
     with path.open(encoding="utf-8") as fh:
@@ -159,7 +163,7 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
     from lm_eval.models.huggingface import HFLM
 
     if model is None:
-        from ..models import load_model
+        from ...models import load_model
 
         model, tokenizer = load_model(spec, device=bench_cfg.get("device"), dtype=bench_cfg.get("dtype"),
                                       merge_all=True)
@@ -196,3 +200,100 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
             n = len(samples)
     return _write(out, task, spec, bench_cfg, local_file, results=results, n=n, per_item=per_item,
                   lm_task=task_name)
+
+
+# --------------------------------------------------------------------------------------------
+# The kind
+# --------------------------------------------------------------------------------------------
+
+METRIC_NAMES = ("acc", "acc_norm")
+
+
+def _per_item_for(per_item: Any, name: str) -> dict[str, float] | None:
+    if not isinstance(per_item, dict) or not per_item:
+        return None
+    if isinstance(per_item.get(name), dict):                         # {metric: {item: value}}
+        return {str(k): float(v) for k, v in per_item[name].items() if v is not None}
+    if all(isinstance(v, dict) for v in per_item.values()):         # {item: {metric: value}}
+        out = {str(k): float(v[name]) for k, v in per_item.items() if v.get(name) is not None}
+        return out or None
+    if name == "acc" and all(isinstance(v, (int, float)) for v in per_item.values()):  # {item: acc} (old files)
+        return {str(k): float(v) for k, v in per_item.items()}
+    return None
+
+
+def lm_eval_metrics(data: dict, n_bootstrap: int, seed: int) -> tuple[dict, dict, str | None]:
+    """Returns (metrics, items, reason if missing)."""
+    if data.get("status") == "missing":
+        reason = data.get("reason") or "lm-eval did not run"
+        return {m: metric(None) for m in METRIC_NAMES}, {}, reason
+    res = data.get("results") or {}
+    n = data.get("n")
+    metrics, items = {}, {}
+    for name in METRIC_NAMES:
+        per = _per_item_for(data.get("per_item"), name)
+        value = res.get(name)
+        if per:
+            vals = list(per.values())
+            value = float(np.mean(vals)) if value is None else float(value)
+            metrics[name] = metric(value, bootstrap_ci(vals, n_bootstrap, seed), len(vals), 0)
+            items[name] = {k: per[k] for k in item_sort(per)}
+        elif value is not None:
+            se = res.get(f"{name}_stderr")
+            ci = (value - 1.96 * se, value + 1.96 * se) if isinstance(se, (int, float)) and math.isfinite(se) \
+                else (None, None)
+            metrics[name] = metric(float(value), ci, int(n or 0), 0)
+        else:
+            metrics[name] = metric(None, n=0, n_missing=int(n or 0))
+    if all(m["value"] is None for m in metrics.values()):
+        return metrics, items, "lm-eval results hold neither acc nor acc_norm"
+    return metrics, items, None
+
+
+class LMEvalKind(BenchmarkKind):
+    name = "lm_eval"
+    stage = "lm_eval"
+    primary_metric = "acc"
+    metric_names = METRIC_NAMES
+    description = "any lm-eval task (HellaSwag by default) through lm-eval's Python API"
+
+    def load(self, bench_cfg: dict) -> Dataset:
+        raise NotImplementedError("lm_eval benchmarks are loaded by lm-eval itself")
+
+    def check(self, bench_cfg: dict) -> list[str]:
+        problems = []
+        if not bench_cfg.get("task"):
+            problems.append("config key 'task': an lm_eval benchmark needs an lm-eval task name")
+        lf = bench_cfg.get("local_file")
+        if lf:
+            p = Path(lf)
+            if not p.is_file():
+                problems.append(f"config key 'local_file': {lf} does not exist")
+            else:
+                try:
+                    _check_hellaswag_file(p)
+                except Exception as exc:  # noqa: BLE001 - DataError names file and line
+                    problems.append(str(exc))
+        return problems
+
+    def run(self, spec: dict, bench_cfg: dict, out: str, **kw: Any) -> Any:
+        return run_lm_eval(spec, bench_cfg, out, kw.get("cache_dir"), model=kw.get("model"),
+                           tokenizer=kw.get("tokenizer"))
+
+    def read_scores(self, path: str) -> Any:
+        from ...io import DataError, read_json
+
+        p = Path(path)
+        if not p.exists():
+            raise DataError(f"scores file {p} does not exist")
+        data = read_json(p)
+        if not isinstance(data, dict):
+            raise DataError(f"{p}: expected a JSON object from lm-eval")
+        return data
+
+    def metrics(self, scores: dict, bench_cfg: dict, n_bootstrap: int, seed: int) -> tuple[dict, dict, dict]:
+        metrics, items, reason = lm_eval_metrics(scores, n_bootstrap, seed)
+        return metrics, items, ({"reason": reason} if reason else {})
+
+
+KIND = LMEvalKind()

@@ -36,8 +36,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..io import DataError, write_jsonl
-from ..llm.base import GenRequest
+from ...io import DataError, write_jsonl
+from ...llm.base import GenRequest
+from .base import BenchmarkKind, Dataset, is_url
+from .common import item_sort, mean_metric
 
 DEFAULT_DATASET = "Anthropic/model-written-evals"
 DEFAULT_DATA_FILES = "advanced-ai-risk/lm_generated_evals/{subset}.jsonl"
@@ -151,10 +153,72 @@ def score_ai_risk(spec: dict, bench_cfg: dict, out: str, backend=None) -> list[d
     `backend` (an HFBackend) may be passed to reuse a loaded model."""
     items = load_items(bench_cfg)
     if backend is None:
-        from ..llm.hf import HFBackend
+        from ...llm.hf import HFBackend
 
         backend = HFBackend({"backend": "hf", "spec": spec, "batch_size": int(bench_cfg.get("batch_size") or 16),
                              "device": bench_cfg.get("device"), "dtype": bench_cfg.get("dtype")})
     rows = score_items(backend, items, bench_cfg)
     write_jsonl(out, rows)
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# The kind
+# --------------------------------------------------------------------------------------------
+
+def _matching_prob(r: dict) -> float | None:
+    if r.get("matching_prob") is not None:
+        return float(r["matching_prob"])
+    a, b = r.get("logprob_matching"), r.get("logprob_not_matching")
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    m = max(a, b)
+    return math.exp(a - m) / (math.exp(a - m) + math.exp(b - m))
+
+
+class AIRiskKind(BenchmarkKind):
+    name = "ai_risk"
+    stage = "logprob"
+    primary_metric = "matching_rate"
+    metric_names = ("matching_rate", "matching_prob")
+    description = "Anthropic advanced-ai-risk items scored by answer log-probabilities"
+
+    def load(self, bench_cfg: dict) -> Dataset:
+        return Dataset(items=[dict(it, id=it["item_id"]) for it in load_items(bench_cfg)])
+
+    def check(self, bench_cfg: dict) -> list[str]:
+        src = bench_cfg.get("source") or {}
+        if not (src.get("path") or src.get("dataset") or bench_cfg.get("subset")):
+            return ["config key 'source': an ai_risk benchmark needs source.path, source.dataset or subset"]
+        if bench_cfg.get("prompt_format") not in (None, "chat", "raw"):
+            return [f"config key 'prompt_format': {bench_cfg['prompt_format']!r} is not one of ['chat', 'raw']"]
+        if src.get("path") and not is_url(src["path"]):
+            try:
+                load_items(bench_cfg)
+            except (DataError, FileNotFoundError, ValueError) as exc:
+                return [str(exc)]
+        return []
+
+    def run(self, spec: dict, bench_cfg: dict, out: str, **kw: Any) -> Any:
+        return score_ai_risk(spec, bench_cfg, out, backend=kw.get("backend"))
+
+    def metrics(self, scores: list[dict], bench_cfg: dict, n_bootstrap: int, seed: int) -> tuple[dict, dict, dict]:
+        prefers: dict[str, float | None] = {}
+        probs: dict[str, float | None] = {}
+        for i, r in enumerate(scores, start=1):
+            if "item_id" not in r:
+                raise DataError(f"ai_risk score line {i} lacks 'item_id'")
+            it = str(r["item_id"])
+            if it in prefers:
+                raise DataError(f"ai_risk score line {i}: duplicate item_id {it!r}")
+            p = r.get("prefers_matching")
+            prefers[it] = None if p is None else float(bool(p))
+            probs[it] = _matching_prob(r)
+        metrics = {"matching_rate": mean_metric(prefers, n_bootstrap, seed),
+                   "matching_prob": mean_metric(probs, n_bootstrap, seed)}
+        items = {"matching_rate": {k: prefers[k] for k in item_sort(prefers) if prefers[k] is not None},
+                 "matching_prob": {k: probs[k] for k in item_sort(probs) if probs[k] is not None}}
+        return metrics, items, {}
+
+
+KIND = AIRiskKind()

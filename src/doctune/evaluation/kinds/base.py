@@ -1,0 +1,180 @@
+"""The interface every benchmark kind implements (see ``doctune.evaluation.kinds``).
+
+A kind is one module holding one ``BenchmarkKind`` subclass instance. It owns everything specific
+to its benchmark family: reading its data in every published layout, the units a judge must
+decide, the judge prompt and the verdict parser, and its metrics. The judge
+(``doctune.evaluation.judging``), the metrics rule (``doctune.evaluation.metrics``), the
+Snakefile (``rules/common.smk``) and the dry-run preflight call only the methods below and never
+branch on the kind's name.
+
+Stages (``kind.stage``) say which rule produces a benchmark's scores:
+
+* ``"judge"``: rule ``completions`` samples answers to ``kind.prompts(cfg)``, rule ``judge`` asks
+  each judge about every unit of ``kind.units(...)`` and writes one score line per unit to
+  ``results/scores/{model}/{benchmark}.jsonl``;
+* ``"logprob"``: rule ``score_ai_risk`` runs ``kind.run(spec, cfg, out)`` and writes one line per
+  item to ``results/scores/{model}/{benchmark}.jsonl``;
+* ``"lm_eval"``: rule ``lm_eval`` runs ``kind.run(spec, cfg, out, cache_dir=...)`` and writes
+  ``results/lm_eval/{model}/{benchmark}.json``.
+
+Rule ``metrics`` then calls ``kind.metrics(kind.read_scores(path), cfg, n_bootstrap, seed)``.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ...io import DataError, read_jsonl
+
+STAGES = ("judge", "logprob", "lm_eval")
+_URL_PREFIXES = ("http://", "https://", "hf://", "s3://", "gs://")
+
+
+@dataclass
+class Dataset:
+    """What ``kind.load`` returns: the items in a stable order and kind-specific information
+    (AHB dimensions, dropped questions, ...). Each item has at least ``"id"`` (a string)."""
+
+    items: list[dict]
+    info: dict = field(default_factory=dict)
+
+    def by_id(self) -> dict[str, dict]:
+        return {it["id"]: it for it in self.items}
+
+
+@dataclass
+class Verdict:
+    """A parsed judge reply: ``score`` (None = no usable grade) and the parsed ``fields``
+    (rubric fields, or None); ``unparseable`` marks a reply that had no parseable grade."""
+
+    score: float | int | None
+    fields: dict | None = None
+    unparseable: bool = False
+
+
+def did_you_mean(name: str, known: Sequence[str], cutoff: float = 0.75) -> str:
+    """' (did you mean 'X'?)' for the closest known name, '' when none is close."""
+    lower = {k.lower(): k for k in known}
+    if name.lower() in lower and lower[name.lower()] != name:
+        return f" (did you mean {lower[name.lower()]!r}?)"
+    m = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
+    if not m:
+        m = [lower[x] for x in difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=cutoff)]
+    return f" (did you mean {m[0]!r}?)" if m else ""
+
+
+def is_url(path: str | None) -> bool:
+    return bool(path) and str(path).lower().startswith(_URL_PREFIXES)
+
+
+class BenchmarkKind:
+    """Base class. Subclasses set the class attributes and override what they need."""
+
+    #: the ``kind:`` value in the config
+    name: str = ""
+    #: which rule produces the scores: "judge", "logprob" or "lm_eval"
+    stage: str = "judge"
+    #: metric reported as primary unless the benchmark config sets ``primary_metric``
+    primary_metric: str = ""
+    #: metrics every metrics file of this kind holds (null when they could not be computed)
+    metric_names: tuple[str, ...] = ()
+    #: judged kinds: the judge formats ``prompt``/``parse`` understand, first = default
+    formats: tuple[str, ...] = ()
+    #: judged kinds, logprob judges: {field: allowed labels}; None = one binary label "0"/"1"
+    logprob_fields: dict[str, tuple[str, ...]] | None = None
+    #: one-line description (documentation, error messages)
+    description: str = ""
+
+    # ------------------------------------------------------------------ files and checks
+    def output_file(self, model: str, benchmark: str) -> str:
+        """The file its stage writes and rule metrics reads."""
+        if self.stage == "lm_eval":
+            return f"results/lm_eval/{model}/{benchmark}.json"
+        return f"results/scores/{model}/{benchmark}.jsonl"
+
+    def data_files(self, bench_cfg: dict) -> list[str]:
+        """Local files or folders the benchmark reads (Snakemake inputs: editing them reruns)."""
+        out = []
+        src = bench_cfg.get("source") or {}
+        for p in (src.get("path"), src.get("questions_file"), src.get("dimensions_file"),
+                  bench_cfg.get("local_file")):
+            if p and not is_url(p) and p not in out:
+                out.append(p)
+        return out
+
+    def check(self, bench_cfg: dict) -> list[str]:
+        """Cheap validation of the benchmark's config and local data files, without loading
+        models or fetching datasets: one line per problem naming the file and line, or the
+        config key, with a 'did you mean' for close names. [] = nothing wrong found."""
+        return []
+
+    # ------------------------------------------------------------------ data
+    def load(self, bench_cfg: dict) -> Dataset:
+        raise NotImplementedError(f"benchmark kind {self.name!r} has no loader")
+
+    def prompts(self, bench_cfg: dict) -> list[dict]:
+        """Judged kinds: what the evaluated model answers, ``[{"id", "prompt", ...}]``."""
+        raise ValueError(f"benchmark kind {self.name!r} has no prompts to generate "
+                         f"(its scores come from stage {self.stage!r})")
+
+    # ------------------------------------------------------------------ judging (stage "judge")
+    def default_format(self, bench_cfg: dict) -> str:
+        fmt = bench_cfg.get("judge_format") or (self.formats[0] if self.formats else None)
+        if fmt not in self.formats:
+            raise ValueError(f"benchmark kind {self.name!r}: judge_format {fmt!r} is not one of "
+                             f"{list(self.formats)}")
+        return fmt
+
+    def units(self, data: Dataset, completions: list[dict], bench_cfg: dict) -> list[dict]:
+        """Judge tasks for the completion rows (``{"id", "epoch", "prompt", "completion",
+        "_line"}``): each ``{"unit_id", "item_id", "epoch", "dimension", "combination",
+        "weight", "missing_completion", ...}`` plus whatever ``prompt`` needs."""
+        raise NotImplementedError
+
+    def prompt(self, unit: dict, fmt: str, field: str | None = None) -> str:
+        """The judge's user message for a unit in judge format ``fmt``; in format "label"
+        (log-probability judges) ``field`` names the rubric field asked (None = binary)."""
+        raise NotImplementedError
+
+    def response_schema(self, fmt: str) -> dict | None:
+        """A JSON schema for structured output in format ``fmt`` (None = free text)."""
+        return None
+
+    def parse(self, reply: str | None, fmt: str) -> Verdict:
+        raise NotImplementedError
+
+    def from_labels(self, labels: dict[str | None, int | None]) -> Verdict:
+        """A verdict from the argmax labels of a log-probability judge ({field: label})."""
+        if self.logprob_fields is None:
+            v = labels.get(None)
+            return Verdict(score=v, fields=None, unparseable=v is None)
+        if any(labels.get(f) is None for f in self.logprob_fields):
+            return Verdict(score=None, fields=None, unparseable=True)
+        return self.verdict_from_fields({f: labels[f] for f in self.logprob_fields})
+
+    def verdict_from_fields(self, fields: dict) -> Verdict:  # pragma: no cover - rubric kinds
+        raise NotImplementedError
+
+    def unit_extra(self, unit: dict) -> dict:
+        """Extra fields a score line of this unit carries (beside the common ones)."""
+        return {}
+
+    # ------------------------------------------------------------------ other stages
+    def run(self, spec: dict, bench_cfg: dict, out: str, **kw: Any) -> Any:
+        raise NotImplementedError(f"benchmark kind {self.name!r} is scored by stage {self.stage!r}")
+
+    # ------------------------------------------------------------------ metrics
+    def read_scores(self, path: str) -> Any:
+        p = Path(path)
+        if not p.exists():
+            raise DataError(f"scores file {p} does not exist")
+        return read_jsonl(p)
+
+    def metrics(self, scores: Any, bench_cfg: dict, n_bootstrap: int, seed: int) -> tuple[dict, dict, dict]:
+        """``(metrics, items, extra)``: ``metrics`` {name: {"value", "ci_low", "ci_high", "n",
+        "n_missing", ...}} holding at least ``metric_names``; ``items`` {metric: {item id: score}}
+        (per-item scores for paired tests); ``extra`` further top-level fields of the metrics
+        file (a ``"reason"`` there marks the benchmark missing)."""
+        raise NotImplementedError

@@ -1,0 +1,55 @@
+"""Helpers shared by the benchmark kinds: metric records, means, item order, HF datasets."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ...io import DataUnavailable
+from ..bootstrap import bootstrap_ci, bootstrap_indices, percentile_ci  # noqa: F401 (re-exported)
+
+
+class BenchmarkUnavailable(DataUnavailable):
+    """The benchmark data could not be loaded (e.g. a HuggingFace dataset while offline)."""
+
+
+def mean(xs: Iterable[float | None]) -> float | None:
+    v = [float(x) for x in xs if x is not None]
+    return sum(v) / len(v) if v else None
+
+
+def metric(value: float | None, ci: tuple[float | None, float | None] = (None, None), n: int = 0,
+           n_missing: int = 0, **extra: Any) -> dict:
+    """One metric record; a value that could not be computed is None (never 0), with no CI."""
+    return {"value": value, "ci_low": ci[0] if value is not None else None,
+            "ci_high": ci[1] if value is not None else None, "n": int(n), "n_missing": int(n_missing), **extra}
+
+
+def mean_metric(items: dict[str, float | None], n_bootstrap: int, seed: int) -> dict:
+    vals = [v for v in items.values() if v is not None]
+    return metric(mean(vals), bootstrap_ci(vals, n_bootstrap, seed), len(vals), len(items) - len(vals))
+
+
+def item_sort(keys: Iterable[str]) -> list[str]:
+    """Item ids in numeric order where they are numbers, then the others by name."""
+    return sorted(keys, key=lambda k: (0, int(k), "") if str(k).lstrip("-").isdigit() else (1, 0, str(k)))
+
+
+def load_hf_rows(dataset: str, revision: str | None, split: str, config: str | None = None, *,
+                 data_dir: str | None = None, data_files: Any = None) -> list[dict]:
+    """Rows of a HuggingFace dataset; BenchmarkUnavailable (naming it) when it cannot be had."""
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - datasets is a pinned dependency
+        raise BenchmarkUnavailable(f"dataset {dataset!r}: the 'datasets' package is missing") from exc
+    kw: dict[str, Any] = {"revision": revision, "split": split}
+    if data_dir:
+        kw["data_dir"] = data_dir
+    if data_files:
+        kw["data_files"] = data_files
+    try:
+        ds = datasets.load_dataset(dataset, config, **kw)
+    except Exception as exc:  # offline, unknown revision, missing config ...
+        raise BenchmarkUnavailable(
+            f"could not load HuggingFace dataset {dataset!r} (config={config!r}, data_dir={data_dir!r}, "
+            f"revision={revision!r}, split={split!r}): {type(exc).__name__}: {exc}. "
+            f"Offline, give a local copy with source.path instead.") from exc
+    return [dict(r) for r in ds]
