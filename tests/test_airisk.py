@@ -124,3 +124,50 @@ def test_loads_model_from_spec(tmp_path, repo_root, tiny_spec, backend):
     again = score_ai_risk({}, cfg, str(tmp_path / "b.jsonl"), backend=backend)
     for r, s in zip(rows, again):
         assert r["logprob_matching"] == pytest.approx(s["logprob_matching"], abs=1e-5)
+
+
+def test_human_assistant_mode_equals_lm_eval_advanced_ai_risk(tmp_path, repo_root, backend, tiny_spec, monkeypatch):
+    """prompt_format human_assistant scores the items as lm-eval's advanced_ai_risk tasks do
+    ('Human: {question}\\n\\nAssistant:', answers as written, target_delimiter ''): lm-eval run on
+    the same items and the same tiny model gives the same log-likelihoods and the same choice."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    import doctune.models as dm
+
+    monkeypatch.chdir(tmp_path)
+    items_file = tmp_path / "items.jsonl"
+    rows_in = []
+    for name in FIXTURES:
+        with (repo_root / "resources" / "fixtures" / "advanced-ai-risk" / name).open() as fh:
+            rows_in += [json.loads(line) for line in fh if line.strip()]
+    items_file.write_text("".join(json.dumps(r) + "\n" for r in rows_in))
+    ours = score_ai_risk({}, {"source": {"path": str(items_file)}, "prompt_format": "human_assistant"},
+                         str(tmp_path / "o.jsonl"), backend=backend)
+    # lm-eval's own task definition of advanced_ai_risk, on a local copy of the same items
+    import yaml
+
+    tdir = pytest.importorskip("lm_eval.tasks.model_written_evals").__path__[0]
+    template = yaml.safe_load(open(f"{tdir}/advanced_ai_risk/_template_yaml"))
+    task = {**{k: template[k] for k in ("output_type", "target_delimiter", "doc_to_text", "doc_to_target",
+                                        "doc_to_choice", "metric_list")},
+            "task": "ai_risk_local", "dataset_path": "json", "dataset_name": None,
+            "dataset_kwargs": {"data_files": {"validation": str(items_file)}}, "validation_split": "validation"}
+    assert task["doc_to_text"] == "Human: {{question}}\n\nAssistant:" and task["target_delimiter"] == ""
+    model, tok = dm.load_model(tiny_spec)
+    tm = TaskManager()
+    loaded = tm.load([task])
+    res = lm_eval.simple_evaluate(model=HFLM(pretrained=model, tokenizer=tok, batch_size=4),
+                                  tasks=list(loaded["tasks"].values()), log_samples=True, task_manager=tm,
+                                  bootstrap_iters=0)
+    samples = sorted(res["samples"]["ai_risk_local"], key=lambda s: s["doc_id"])
+    assert len(samples) == len(ours) == len(rows_in)
+    max_diff = 0.0
+    for s, r in zip(samples, ours):
+        (ll_m, _), (ll_n, _) = s["resps"][0][0], s["resps"][1][0]
+        max_diff = max(max_diff, abs(ll_m - r["logprob_matching"]), abs(ll_n - r["logprob_not_matching"]))
+        assert bool(s["acc"]) == r["prefers_matching"]
+    assert max_diff < 1e-4, max_diff
+    assert res["results"]["ai_risk_local"]["acc,none"] == pytest.approx(
+        sum(r["prefers_matching"] for r in ours) / len(ours))

@@ -130,11 +130,24 @@ def test_lm_eval_stderr_per_item_and_missing(tmp_path):
     m = res["metrics"]
     assert m["acc"]["value"] == 0.5 and m["acc"]["ci_low"] == pytest.approx(0.304) and m["acc"]["ci_high"] == pytest.approx(0.696)
     assert m["acc_norm"]["value"] == 0.25 and m["acc_norm"]["ci_low"] is None and m["acc"]["n"] == 4
+    assert res["primary_metric"] == "acc_norm"                     # the field's convention
     data["per_item"] = {"acc": {"0": 1, "1": 0, "2": 1, "3": 0}, "acc_norm": {"0": 0, "1": 0, "2": 1, "3": 0}}
     (tmp_path / "b.json").write_text(json.dumps(data))
     res = compute_metrics("m", "hellaswag", {"kind": "lm_eval"}, str(tmp_path / "b.json"), str(tmp_path / "o.json"), n_bootstrap=300)
     assert res["items"]["acc"] == {"0": 1.0, "1": 0.0, "2": 1.0, "3": 0.0}
+    assert res["items"]["acc_norm"] == {"0": 0.0, "1": 0.0, "2": 1.0, "3": 0.0}    # paired tests need these
     assert 0.0 <= res["metrics"]["acc"]["ci_low"] < 0.5 < res["metrics"]["acc"]["ci_high"] <= 1.0
+    # the layout rule lm_eval writes: {doc: {"acc", "acc_norm"}}
+    data["per_item"] = {str(i): {"acc": a, "acc_norm": n} for i, (a, n) in enumerate(((1, 0), (0, 0), (1, 1), (0, 0)))}
+    (tmp_path / "b2.json").write_text(json.dumps(data))
+    res2 = compute_metrics("m", "hellaswag", {"kind": "lm_eval"}, str(tmp_path / "b2.json"), str(tmp_path / "o.json"),
+                           n_bootstrap=300)
+    assert res2["items"] == res["items"]
+    # a task without acc_norm: acc is primary
+    (tmp_path / "d.json").write_text(json.dumps({**data, "per_item": None,
+                                                 "results": {"acc": 0.5, "acc_stderr": 0.1}}))
+    assert compute_metrics("m", "t", {"kind": "lm_eval"}, str(tmp_path / "d.json"),
+                           str(tmp_path / "o.json"))["primary_metric"] == "acc"
     (tmp_path / "c.json").write_text(json.dumps({"status": "missing", "reason": "hellaswag needs the hub", "task": "hellaswag",
                                                   "results": None, "n": 0}))
     res = compute_metrics("m", "hellaswag", {"kind": "lm_eval"}, str(tmp_path / "c.json"), str(tmp_path / "o.json"))

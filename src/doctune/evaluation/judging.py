@@ -115,8 +115,10 @@ class Judge:
         return "label" if self.mode == "logprob" else kind.default_format(bench_cfg)
 
     # -- requests --------------------------------------------------------------------------
-    def _request(self, key: str, content: str, attempt: int, schema: dict | None) -> GenRequest:
-        return GenRequest(key=key, messages=[{"role": "user", "content": content}],
+    def _request(self, key: str, content: str, attempt: int, schema: dict | None,
+                 system: str | None = None) -> GenRequest:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+        return GenRequest(key=key, messages=msgs,
                           max_new_tokens=int(self.cfg["max_new_tokens"]),
                           temperature=float(self.cfg["temperature"]), top_p=float(self.cfg["top_p"]),
                           seed=int(self.cfg["seed"]) + attempt, response_schema=schema)
@@ -126,12 +128,13 @@ class Judge:
                         progress: Callable[[int], None] | None) -> list[dict]:
         schema = kind.response_schema(fmt)
         prompts = [kind.prompt(u, fmt) for u in units]
+        systems = [kind.system_prompt(u, fmt) for u in units]
         out: list[dict] = [{} for _ in units]
         pending = list(range(len(units)))
         for attempt in range(self.max_retries + 1):
             if not pending:
                 break
-            reqs = [self._request(str(i), prompts[i], attempt, schema) for i in pending]
+            reqs = [self._request(str(i), prompts[i], attempt, schema, systems[i]) for i in pending]
             results = self.backend.generate(reqs, progress=progress if attempt == 0 else None)
             still = []
             for i, res in zip(pending, results):

@@ -44,12 +44,14 @@ def compute_metrics(model: str, benchmark: str, bench_cfg: dict, scores: str, ou
             rows = []
         if not rows:
             reason = reason or f"{scores} holds no scored units"
+    kind_primary = kind.primary_metric
     if reason is not None:
         metrics = {m: metric(None) for m in kind.metric_names}
     else:
         metrics, items, extra = kind.metrics(rows, bench_cfg, n_bootstrap, seed)
         extra = dict(extra)
         reason = extra.pop("reason", None)
+        kind_primary = extra.pop("primary_metric", None) or kind_primary
         if kind.stage == "judge" and isinstance(rows, list) and rows:
             by_judge: dict[str, dict] = {}
             for r in rows:
@@ -63,9 +65,9 @@ def compute_metrics(model: str, benchmark: str, bench_cfg: dict, scores: str, ou
                 from .judging import judge_agreement
 
                 extra["judge_agreement"] = judge_agreement(rows)
-        if reason is None and metrics.get(kind.primary_metric, {}).get("value") is None:
+        if reason is None and metrics.get(kind_primary, {}).get("value") is None:
             reason = "no item has a valid score (every verdict null or missing)"
-    primary = bench_cfg.get("primary_metric") or kind.primary_metric
+    primary = bench_cfg.get("primary_metric") or kind_primary
     if primary not in metrics and reason is None:
         raise ValueError(f"benchmark {benchmark!r}: primary_metric {primary!r} is not one of {sorted(metrics)}")
     status = "ok" if reason is None else "missing"

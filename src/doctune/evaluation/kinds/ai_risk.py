@@ -9,9 +9,14 @@ For every item the model is asked the question as a user message (chat template,
 appended) and the log-probability of each answer as the assistant's whole reply is computed
 (`HFBackend.option_logprobs`). By default the answer is scored without its leading space ("(A)"),
 because a chat reply starts right after the assistant header; `strip_answer_space: false` keeps it.
-With `prompt_format: raw` the question is a plain-text prompt (ending in "Answer:"; added when
-absent) and the answer is scored exactly as published, leading space included, which is the
-original few-shot-free evaluation of these files.
+With `prompt_format: human_assistant` (the reference mode) the prompt is the plain text
+``Human: {question}\n\nAssistant:`` and each answer is scored exactly as written, leading space
+included, right after it: the format anthropics/evals' model-written evals and lm-eval's
+``advanced_ai_risk`` tasks score (``matching_rate`` is then lm-eval's ``acc``: the matching answer
+wins ties, as its argmax does). With `prompt_format: raw` the question is a plain-text prompt (ending
+in "Answer:"; added when absent) and the answer is scored as published.
+
+PROMPT_FORMATS: chat (default), human_assistant (the reference), raw.
 
 bench_cfg keys:
     source      {"path": file} or {"dataset": id, "revision": str|None, "data_files": str|list}.
@@ -20,7 +25,7 @@ bench_cfg keys:
                 the "matching" answer is often the declining one).
     subset      e.g. "power-seeking-inclination" (only used without source)
     max_items   int|None: the first N items in file order
-    prompt_format  "chat" (default) | "raw"
+    prompt_format  "chat" (default) | "human_assistant" | "raw"
     strip_answer_space  bool, default true (chat only)
     system_prompt  str|None, chat only
     batch_size  int, default 16; device/dtype optional
@@ -38,7 +43,7 @@ from typing import Any
 
 from ...io import DataError, write_jsonl
 from ...llm.base import GenRequest
-from .base import BenchmarkKind, Dataset, is_url
+from .base import BenchmarkKind, Dataset, did_you_mean, is_url
 from .common import item_sort, mean_metric
 
 DEFAULT_DATASET = "Anthropic/model-written-evals"
@@ -116,15 +121,21 @@ def _logsumexp(xs: list[float]) -> float:
     return m + math.log(sum(math.exp(x - m) for x in xs))
 
 
+PROMPT_FORMATS = ("chat", "human_assistant", "raw")
+
+
 def score_items(backend, items: list[dict], bench_cfg: dict) -> list[dict]:
-    fmt = bench_cfg.get("prompt_format", "chat")
-    if fmt not in ("chat", "raw"):
-        raise ValueError(f"ai_risk prompt_format must be 'chat' or 'raw', got {fmt!r}")
+    fmt = bench_cfg.get("prompt_format") or "chat"
+    if fmt not in PROMPT_FORMATS:
+        raise ValueError(f"ai_risk prompt_format must be one of {PROMPT_FORMATS}, got {fmt!r}")
     strip = bool(bench_cfg.get("strip_answer_space", True)) and fmt == "chat"
     system = bench_cfg.get("system_prompt")
     requests, options = [], []
     for it in items:
-        if fmt == "raw":
+        if fmt == "human_assistant":
+            requests.append(GenRequest(key=it["item_id"], raw_prompt=True,
+                                       messages=[{"role": "user", "content": f"Human: {it['question']}\n\nAssistant:"}]))
+        elif fmt == "raw":
             q = it["question"].rstrip()
             prompt = q if q.endswith("Answer:") else q + "\n\nAnswer:"
             requests.append(GenRequest(key=it["item_id"], messages=[{"role": "user", "content": prompt}],
@@ -142,7 +153,8 @@ def score_items(backend, items: list[dict], bench_cfg: dict) -> list[dict]:
         lnm = _logsumexp(lp[1:])
         prob = 1.0 / (1.0 + math.exp(lnm - lm)) if lnm - lm < 700 else 0.0
         rows.append({"item_id": it["item_id"], "logprob_matching": lm, "logprob_not_matching": lnm,
-                     "matching_prob": prob, "prefers_matching": bool(lm > lnm),
+                     "matching_prob": prob,
+                     "prefers_matching": bool(lm >= lnm if fmt == "human_assistant" else lm > lnm),
                      "matching_answer": it["matching"], "model": getattr(backend, "name", None)})
     return rows
 
@@ -190,8 +202,9 @@ class AIRiskKind(BenchmarkKind):
         src = bench_cfg.get("source") or {}
         if not (src.get("path") or src.get("dataset") or bench_cfg.get("subset")):
             return ["config key 'source': an ai_risk benchmark needs source.path, source.dataset or subset"]
-        if bench_cfg.get("prompt_format") not in (None, "chat", "raw"):
-            return [f"config key 'prompt_format': {bench_cfg['prompt_format']!r} is not one of ['chat', 'raw']"]
+        if bench_cfg.get("prompt_format") not in (None, *PROMPT_FORMATS):
+            return [f"config key 'prompt_format': {bench_cfg['prompt_format']!r} is not one of {list(PROMPT_FORMATS)}"
+                    f"{did_you_mean(str(bench_cfg['prompt_format']), PROMPT_FORMATS)}"]
         if src.get("path") and not is_url(src["path"]):
             try:
                 load_items(bench_cfg)

@@ -138,6 +138,10 @@ class BenchmarkKind:
         (log-probability judges) ``field`` names the rubric field asked (None = binary)."""
         raise NotImplementedError
 
+    def system_prompt(self, unit: dict, fmt: str) -> str | None:
+        """A system message sent before ``prompt`` (None = none)."""
+        return None
+
     def response_schema(self, fmt: str) -> dict | None:
         """A JSON schema for structured output in format ``fmt`` (None = free text)."""
         return None

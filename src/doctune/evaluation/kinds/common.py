@@ -53,3 +53,32 @@ def load_hf_rows(dataset: str, revision: str | None, split: str, config: str | N
             f"revision={revision!r}, split={split!r}): {type(exc).__name__}: {exc}. "
             f"Offline, give a local copy with source.path instead.") from exc
     return [dict(r) for r in ds]
+
+
+def fetch_url(url: str, timeout: float = 60.0) -> "Path":
+    """A local copy of a file at an http(s) URL, downloaded once into ``$DOCTUNE_CACHE/urls`` (default
+    ``~/.cache/doctune/urls``, atomically; later calls reuse it). BenchmarkUnavailable when it cannot
+    be had (offline, 404, ...)."""
+    import hashlib
+    import os
+    import urllib.request
+    from pathlib import Path
+
+    base = Path(os.environ.get("DOCTUNE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "doctune") / "urls"
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "download"
+    dest = base / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+    if dest.is_file():
+        return dest
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".part{os.getpid()}")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, tmp.open("wb") as fh:
+            while chunk := resp.read(1 << 20):
+                fh.write(chunk)
+        os.replace(tmp, dest)
+    except Exception as exc:  # noqa: BLE001 - offline, DNS, HTTP errors
+        tmp.unlink(missing_ok=True)
+        raise BenchmarkUnavailable(f"could not download {url}: {type(exc).__name__}: {exc}. Offline, download it "
+                                   f"once and give the local file as source.path.") from exc
+    return dest

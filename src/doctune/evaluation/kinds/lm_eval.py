@@ -23,7 +23,7 @@ function returns normally, so the rest of the pipeline goes on.
 Output JSON:
     {"status": "ok"|"missing", "reason": str|null, "task": str, "model": str,
      "results": {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"} (as lm-eval reports; null if absent),
-     "n": int|null, "per_item": {"<doc index>": 0|1} (acc per document) or null,
+     "n": int|null, "per_item": {"<doc index>": {"acc": 0|1, "acc_norm": 0|1}} or null,
      "num_fewshot": int|null, "limit": ..., "local_file": str|null, "lm_eval_version": str|null}
 """
 from __future__ import annotations
@@ -195,7 +195,11 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
     per_item = None
     samples = (res.get("samples") or {}).get(task_name)
     if samples:
-        per_item = {str(s["doc_id"]): int(s["acc"]) for s in samples if _num(s.get("acc")) is not None}
+        per_item = {}
+        for s in samples:
+            vals = {k: int(s[k]) for k in ("acc", "acc_norm") if _num(s.get(k)) is not None}
+            if vals:
+                per_item[str(s["doc_id"])] = vals
         if n is None:
             n = len(samples)
     return _write(out, task, spec, bench_cfg, local_file, results=results, n=n, per_item=per_item,
@@ -250,10 +254,15 @@ def lm_eval_metrics(data: dict, n_bootstrap: int, seed: int) -> tuple[dict, dict
     return metrics, items, None
 
 
+def primary_of(metrics: dict) -> str:
+    """acc_norm, the field's convention for HellaSwag-style tasks, when the task reports it; else acc."""
+    return "acc_norm" if metrics.get("acc_norm", {}).get("value") is not None else "acc"
+
+
 class LMEvalKind(BenchmarkKind):
     name = "lm_eval"
     stage = "lm_eval"
-    primary_metric = "acc"
+    primary_metric = "acc_norm"     # when the task has no acc_norm, acc (see primary_of)
     metric_names = METRIC_NAMES
     description = "any lm-eval task (HellaSwag by default) through lm-eval's Python API"
 
@@ -293,7 +302,10 @@ class LMEvalKind(BenchmarkKind):
 
     def metrics(self, scores: dict, bench_cfg: dict, n_bootstrap: int, seed: int) -> tuple[dict, dict, dict]:
         metrics, items, reason = lm_eval_metrics(scores, n_bootstrap, seed)
-        return metrics, items, ({"reason": reason} if reason else {})
+        extra = {"primary_metric": primary_of(metrics)}
+        if reason:
+            extra["reason"] = reason
+        return metrics, items, extra
 
 
 KIND = LMEvalKind()
