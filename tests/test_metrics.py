@@ -180,3 +180,19 @@ def test_judge_then_metrics_end_to_end(tmp_path, repo_root):
     assert res["items"]["overall_mean"] == {"0": 0.5, "1": pytest.approx(1 / 3), "2": 0.5}
     assert res["metrics"]["dimension:Moral Consideration"]["value"] == 1.0
     assert "judge_agreement" not in res
+
+
+def test_unparseable_grade_policy_and_truncation_count(tmp_path):
+    """excluded (the current reference) leaves an unparseable grade out; incorrect (Inspect before
+    0.3.245, the preprint's) counts it 0; a reply that never came (API error) is never a 0."""
+    rows = [_u("0", 0, "A", "", "j", 1, 1.0), dict(_u("0", 0, "B", "", "j", None, 1.0), unparseable=True),
+            dict(_u("1", 0, "A", "", "j", None, 1.0), unparseable=False, error="boom"),
+            dict(_u("1", 0, "B", "", "j", 1, 1.0), truncated=True)]
+    write_jsonl(tmp_path / "s.jsonl", rows)
+    ex = compute_metrics("m", "ahb", {"kind": "ahb"}, str(tmp_path / "s.jsonl"), str(tmp_path / "a.json"))
+    inc = compute_metrics("m", "ahb", {"kind": "ahb", "unparseable_grade": "incorrect"}, str(tmp_path / "s.jsonl"),
+                          str(tmp_path / "b.json"))
+    assert ex["items"]["overall_mean"] == {"0": 1.0, "1": 1.0}
+    assert inc["items"]["overall_mean"] == {"0": 0.5, "1": 1.0}
+    assert ex["n_unparseable"] == inc["n_unparseable"] == 1 and inc["unparseable_grade"] == "incorrect"
+    assert ex["completions"] == {"n": 2, "n_truncated": 1}

@@ -21,7 +21,8 @@ Score lines (``results/scores/{model}/{benchmark}.jsonl``)::
 
     {"unit_id", "item_id", "epoch", "dimension", "combination", "judge", "judge_model",
      "score": 0|1|rubric score|null, "raw", "fields", "weight", "prob", "attempts", "error",
-     "unparseable", "format", + the kind's unit_extra (AHB: "vset", "prompt_source")}
+     "unparseable", "format", "truncated" (the completion hit max_new_tokens),
+     + the kind's unit_extra (AHB: "vset", "prompt_source")}
 """
 from __future__ import annotations
 
@@ -280,7 +281,8 @@ def judge_completions(completions: str, benchmark: str, bench_cfg: dict, judges:
                 "judge_model": judge.model_id, "score": v["score"], "raw": v.get("raw"),
                 "fields": v.get("fields"), "weight": u["weight"], "prob": v.get("prob"),
                 "attempts": v.get("attempts"), "error": v.get("error"),
-                "unparseable": bool(v.get("unparseable")), "format": fmt, **kind.unit_extra(u),
+                "unparseable": bool(v.get("unparseable")), "format": fmt,
+                "truncated": bool(u.get("truncated")), **kind.unit_extra(u),
             })
         summary["by_judge"][jname] = {"units": len(units), "null": n_null}
         summary["units"] += len(units)

@@ -61,6 +61,11 @@ def compute_metrics(model: str, benchmark: str, bench_cfg: dict, scores: str, ou
                 j["null_verdicts"] += r.get("score") is None
             extra["judging"] = {"units": len(rows), "null_verdicts": sum(j["null_verdicts"] for j in by_judge.values()),
                                 "by_judge": by_judge}
+            answered = {(str(r.get("item_id")), r.get("epoch")): bool(r.get("truncated")) for r in rows}
+            extra["completions"] = {"n": len(answered), "n_truncated": sum(answered.values())}
+            if extra["completions"]["n_truncated"]:
+                log.warning("%s/%s: %d of %d completions were cut off at max_new_tokens", model, benchmark,
+                            extra["completions"]["n_truncated"], len(answered))
             if len(by_judge) > 1:
                 from .judging import judge_agreement
 

@@ -740,6 +740,7 @@ class AHBKind(BenchmarkKind):
                         "unit_id": f"{q['id']}|e{r['epoch']}|{dname}|{cid}" + (f"#{rep}" if rep else ""),
                         "item_id": q["id"], "epoch": r["epoch"], "dimension": dname, "combination": cid,
                         "vset": vi, "weight": d["weight"], "missing_completion": r["completion"] is None,
+                        "truncated": r.get("finish_reason") == "length",
                         "question": r.get("prompt") or q["question"], "answer": r["completion"] or "",
                         "tags": q["tags"],
                         "variables": q["variables"], "language": q["language"], "translation": q["translation"],

@@ -271,6 +271,7 @@ class StrongRejectKind(BenchmarkKind):
             units.append({"unit_id": f"{it['id']}|e{r['epoch']}", "item_id": it["id"], "epoch": r["epoch"],
                           "dimension": None, "combination": None, "weight": 1.0,
                           "missing_completion": r["completion"] is None,
+                          "truncated": r.get("finish_reason") == "length",
                           "question": r.get("prompt") or it["prompt"], "answer": r["completion"] or "",
                           "template": bench_cfg.get("judge_prompt"), "prompt_source": source,
                           "system": system or None})
