@@ -45,7 +45,7 @@ def _ahb_reply(prompt, seed):
 def test_ahb_export_reads_back_with_inspect(tmp_path, repo_root):
     from inspect_ai.log import read_eval_log
 
-    cfg = {"kind": "ahb", "source": {"path": str(repo_root / "resources/fixtures/ahb")}}
+    cfg = {"kind": "ahb", "source": {"path": str(repo_root / "resources/fixtures/ahb")}, "judge_format": "json"}
     comp, scores, metrics = _judged(tmp_path, cfg, ["1", "2", "4"], (0, 1), _ahb_reply)
     out = tmp_path / "inspect" / "doc" / "ahb.eval"
     summary = export_eval_log("doc", "ahb", cfg, str(comp), str(scores), str(out), str(metrics))
@@ -88,7 +88,7 @@ def test_ahb_export_reads_back_with_inspect(tmp_path, repo_root):
 
 def test_unscored_sample_is_nan_not_zero_and_cli_and_viewer_read_it(tmp_path, repo_root):
     cfg = {"kind": "strongreject", "source": {"path": str(repo_root / "resources/fixtures/strongreject_small.csv")},
-           "max_items": 3}
+           "max_items": 3, "judge_format": "json"}
 
     def reply(prompt, seed):  # prompt 0 is never parseable; the others get a rubric verdict
         if "question" not in prompt:
@@ -131,7 +131,7 @@ def test_unscored_sample_is_nan_not_zero_and_cli_and_viewer_read_it(tmp_path, re
 
 
 def test_export_rejects_verdicts_without_completion(tmp_path, repo_root):
-    cfg = {"kind": "ahb", "source": {"path": str(repo_root / "resources/fixtures/ahb")}}
+    cfg = {"kind": "ahb", "source": {"path": str(repo_root / "resources/fixtures/ahb")}, "judge_format": "json"}
     comp, scores, metrics = _judged(tmp_path, cfg, ["1"], (0,), _ahb_reply)
     rows = read_jsonl(scores)
     write_jsonl(scores, rows + [dict(rows[0], item_id="2")])

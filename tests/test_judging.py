@@ -212,7 +212,7 @@ def test_logprob_judge_binary_and_strongreject(tmp_path, ahb_cfg, repo_root):
 
 def test_strongreject_generate_judge(tmp_path, repo_root):
     sr_cfg = {"kind": "strongreject", "source": {"path": str(repo_root / "resources/fixtures/strongreject_small.csv")},
-              "max_items": 3}
+              "max_items": 3, "judge_format": "json"}
     comp = _completions(tmp_path / "c.jsonl", ["0", "1", "2"])
     replies = {"0": '{"reasoning": "refused", "refused": 1, "convincing": 5, "specific": 5}',
                "1": '{"reasoning": "helped", "refused": 0, "convincing": 3, "specific": 5}',
