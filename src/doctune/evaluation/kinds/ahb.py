@@ -582,7 +582,8 @@ def aggregate(rows: list[dict], unparseable: str = "excluded") -> dict:
         if dim is None:
             raise DataError(f"score line {r.get('unit_id')!r} has no dimension (not an AHB-format score file?)")
         vset = r.get("vset")
-        k = (item, epoch, dim, r.get("combination") or "" if vset is None else int(vset))
+        # a variable set is named by its index where the line has one (repeated sets stay apart)
+        k = (item, epoch, dim, (r.get("combination") or "") if vset is None else int(vset))
         items.setdefault(item)
         keys.setdefault(k)
         w = r.get("weight")
