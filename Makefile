@@ -1,5 +1,5 @@
 # One-command entry points (see README.md).
-#   make demo   - create .venv, install the pinned stack, run the offline demo DAG -> results/summary.tsv
+#   make demo   - create .venv, install the pinned stack, run the offline demo DAG -> runs/demo/results/summary.tsv
 #   make test   - create .venv, install the pinned stack (+ requirements-inspect.txt), run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -31,7 +31,7 @@ $(VENV)/.installed-inspect: $(VENV)/.installed requirements-inspect.txt
 
 demo: install
 	snakemake results/summary.tsv --configfile config/demo.yaml -c$(CORES)
-	@echo; echo "== results/summary.tsv (DEMO: the numbers only exercise the pipeline) =="; head -n 25 results/summary.tsv
+	@echo; echo "== runs/demo/results/summary.tsv (DEMO: the numbers only exercise the pipeline) =="; head -n 25 runs/demo/results/summary.tsv
 
 test: install install-inspect
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
@@ -46,4 +46,4 @@ report: install
 	snakemake --report report.html --configfile config/demo.yaml
 
 clean:
-	rm -rf results .snakemake report.html
+	rm -rf runs results .snakemake report.html

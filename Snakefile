@@ -1,11 +1,14 @@
 # doctune: document-tuning research pipeline. See README.md.
 #   snakemake results/summary.tsv -c4                      # paper config (config/config.yaml)
 #   snakemake results/summary.tsv -c2 --configfile config/demo.yaml   # offline demo
+# Outputs go to runs/RUN_NAME/ (config key run_name: paper, small, demo), target paths are
+# relative to it: the demo's summary is runs/demo/results/summary.tsv.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from doctune.config import localize_paths, run_dir
 from doctune.preflight import snakefile_preflight
 
 # config/config.yaml (the paper) is the default; a --configfile on the command line replaces it
@@ -15,11 +18,22 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
+LAUNCH_DIR = Path.cwd()
 # Preflight, before any job starts and in dry runs too: the config (schema, references) and every
 # input the run will read (corpora, grid lists, post-training records, benchmark files, model
 # paths, hub ids, API keys). Each problem is one line naming the file and line or config key;
 # nothing runs until all are fixed. Jobs re-parsing this file check the schema only.
 config.update(snakefile_preflight(config, workflow.basedir, workflow.is_main_process))
+
+# Each run writes under its own folder, runs/RUN_NAME/ (config key run_name): rule paths stay
+# results/... relative to it, and it holds its own .snakemake/ (locks, metadata), so the demo,
+# small and paper runs sit side by side and can run at once. Snakemake's --directory overrides it.
+workdir: run_dir(config)
+
+
+# Local paths in the config are written relative to where Snakemake starts (the repository root);
+# from here on they name the same files from the run folder.
+config.update(localize_paths(config, [LAUNCH_DIR, Path(workflow.basedir)], Path.cwd()))
 
 
 include: "rules/common.smk"

@@ -4,7 +4,7 @@
     python benchmarks/demo_timing.py [--cores 2] [--keep]
 
 Prints the wall time, the goal (10 minutes on 2 cores) as a ratio, and the time per rule from
-Snakemake's benchmark files (results/benchmarks/**.tsv)."""
+Snakemake's benchmark files (runs/demo/results/benchmarks/**.tsv)."""
 from __future__ import annotations
 
 import argparse
@@ -47,8 +47,11 @@ def main() -> None:
     if proc.returncode != 0:
         sys.exit(f"demo run failed (see {work})")
     per_rule: dict[str, list[float]] = defaultdict(list)
-    for tsv in (work / "results" / "benchmarks").rglob("*.tsv"):
-        rule = tsv.relative_to(work / "results" / "benchmarks").parts[0].removesuffix(".tsv")
+    bench_dir = work / "runs" / "demo" / "results" / "benchmarks"
+    if not bench_dir.is_dir():  # a checkout from before runs/RUN_NAME/
+        bench_dir = work / "results" / "benchmarks"
+    for tsv in bench_dir.rglob("*.tsv"):
+        rule = tsv.relative_to(bench_dir).parts[0].removesuffix(".tsv")
         with tsv.open() as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
                 per_rule[rule].append(float(row["s"]))

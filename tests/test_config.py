@@ -168,3 +168,46 @@ def test_report_categories_do_not_clash_with_the_reports_own_panels():
     cats = {m.lower() for f in (REPO / "rules").glob("*.smk")
             for m in re.findall(r'category="([^"]+)"', f.read_text())}
     assert cats and not cats & {"workflow", "statistics"}, cats
+
+
+def test_each_run_has_its_own_folder_and_config_paths_follow_it(tmp_path):
+    from doctune.config import localize_paths, run_dir
+
+    assert [run_dir(validate_config(load(n), SCHEMA)) for n in ("demo.yaml", "small.yaml", "config.yaml")] == \
+        ["runs/demo", "runs/small", "runs/paper"]
+    with pytest.raises(ConfigError, match="run_name"):
+        validate_config({**load("demo.yaml"), "run_name": "../x"}, SCHEMA)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "r.csv").write_text("x\n")
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    cfg = validate_config(load("demo.yaml"), SCHEMA)
+    cfg["agreement"]["ratings"] = ["data/r.csv", "absent.csv"]
+    cfg["base_models"]["hub"] = {"path": "Qwen/Qwen2.5-0.5B-Instruct"}
+    out = localize_paths(cfg, [tmp_path, REPO], tmp_path / "runs" / "demo")
+    assert out["agreement"]["ratings"] == ["../../data/r.csv", "absent.csv"]  # launch folder: relative
+    assert out["resources_dir"] == str(REPO / "resources")  # found only in the workflow's folder: absolute
+    assert out["benchmarks"]["hellaswag"]["local_file"] == str(REPO / "resources/fixtures/hellaswag_sample.jsonl")
+    assert out["base_models"]["hub"]["path"] == "Qwen/Qwen2.5-0.5B-Instruct"  # a hub id stays
+    assert out["base_models"]["base"]["path"] == cfg["base_models"]["base"]["path"]  # built by the run
+    assert cfg["agreement"]["ratings"] == ["data/r.csv", "absent.csv"]  # the input is not modified
+
+
+def test_two_runs_sit_side_by_side_and_run_at_once(tmp_path):
+    """Different run_names write into runs/NAME/ with their own .snakemake (locks), started at once
+    from a folder outside the repository (config paths then resolve against the workflow's folder)."""
+    args = ["-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config/demo.yaml"), "-c1",
+            "results/specs/urban_density.jsonl"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    procs = [subprocess.Popen([sys.executable, "-m", "snakemake", *args, "--config", f"run_name={name}"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name in ("one", "two")]
+    for p in procs:
+        out = p.communicate(timeout=600)[0]
+        assert p.returncode == 0, out[-3000:]
+    for name in ("one", "two"):
+        run = tmp_path / "runs" / name
+        assert (run / "results/specs/urban_density.jsonl").stat().st_size > 0
+        assert (run / ".snakemake" / "metadata").is_dir()
+    # only Snakemake's own session log stays where it was started
+    assert not (tmp_path / "results").exists()
+    assert {p.name for p in (tmp_path / ".snakemake").iterdir()} <= {"log"}

@@ -34,9 +34,10 @@ def beyond_run(tmp_path_factory):
         {"a": "doc_replay", "b": "doc", "at_posttrain_sizes": True},
         {"a": "doc_t2", "b": "tiny2"},
     ]
+    c["run_name"] = "beyond"
     (work / "config/beyond.yaml").write_text(yaml.safe_dump(c, sort_keys=False))
     smk(work, "--configfile", "config/beyond.yaml", "-c2")
-    return work
+    return work / "runs" / "beyond"
 
 
 def test_seeds_are_trained_and_averaged(beyond_run):

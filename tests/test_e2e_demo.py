@@ -15,6 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+RUN = Path("runs/demo")  # the demo config's run folder (run_name: demo)
 
 pytestmark = pytest.mark.slow
 
@@ -81,9 +82,9 @@ def test_summary_has_every_model_benchmark_metric(demo_run):
 
     cfg = validate_config(yaml.safe_load((demo_run / "config/demo.yaml").read_text()),
                           demo_run / "config/schema.yaml")
-    text = (demo_run / "results/summary.tsv").read_text()
+    text = (demo_run / RUN / "results/summary.tsv").read_text()
     assert "DEMO" in text.splitlines()[0], "the demo summary must say its numbers only exercise the pipeline"
-    rows = read_summary(demo_run / "results/summary.tsv")
+    rows = read_summary(demo_run / RUN / "results/summary.tsv")
     have = {(r["model"], r["benchmark"], r["metric"]) for r in rows}
     models = eval_models(cfg)
     assert {"base", "doc", "instruct", "control", "doc.post4", "instruct.post4"} <= set(models)
@@ -102,9 +103,9 @@ def test_summary_has_every_model_benchmark_metric(demo_run):
 def test_summary_values_trace_back_to_metrics_files(demo_run):
     import json
 
-    rows = read_summary(demo_run / "results/summary.tsv")
+    rows = read_summary(demo_run / RUN / "results/summary.tsv")
     for r in rows[:50]:
-        m = json.loads((demo_run / f"results/metrics/{r['model']}/{r['benchmark']}.json").read_text())
+        m = json.loads((demo_run / RUN / f"results/metrics/{r['model']}/{r['benchmark']}.json").read_text())
         v = m["metrics"][r["metric"]]["value"]
         if v is None:
             assert r["value"] == ""
@@ -113,7 +114,7 @@ def test_summary_values_trace_back_to_metrics_files(demo_run):
 
 
 def test_comparisons_table(demo_run):
-    lines = [l for l in (demo_run / "results/stats/comparisons.tsv").read_text().splitlines() if not l.startswith("#")]
+    lines = [l for l in (demo_run / RUN / "results/stats/comparisons.tsv").read_text().splitlines() if not l.startswith("#")]
     rows = list(csv.DictReader(lines, delimiter="\t"))
     assert list(rows[0])[:10] == ["benchmark", "metric", "model_a", "model_b", "diff", "ci_low", "ci_high",
                                   "p_value", "test", "n"]
@@ -123,9 +124,9 @@ def test_comparisons_table(demo_run):
 
 def test_plots_and_logs_exist(demo_run):
     for p in ["robustness.png", "dimension_profile.png", "loss_curves.png"]:
-        assert (demo_run / "results/plots" / p).stat().st_size > 1000
-    assert (demo_run / "results/logs/train/doc.log").exists()
-    assert (demo_run / "results/benchmarks/train/doc.tsv").exists()
+        assert (demo_run / RUN / "results/plots" / p).stat().st_size > 1000
+    assert (demo_run / RUN / "results/logs/train/doc.log").exists()
+    assert (demo_run / RUN / "results/benchmarks/train/doc.tsv").exists()
 
 
 def test_nothing_reruns_when_nothing_changed(demo_run):
@@ -170,7 +171,7 @@ def test_report_builds_offline(demo_run):
 
 def test_provenance_trace(demo_run):
     env = dict(os.environ)
-    proc = subprocess.run([sys.executable, "-m", "doctune.cli", "trace", "results/summary.tsv"], cwd=demo_run,
+    proc = subprocess.run([sys.executable, "-m", "doctune.cli", "trace", "results/summary.tsv"], cwd=demo_run / RUN,
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout

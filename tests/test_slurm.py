@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_e2e_demo import copy_repo
+from test_e2e_demo import RUN, copy_repo
 
 from doctune import slurm as ds
 
@@ -219,7 +219,7 @@ def demo_on_slurm(cluster, tmp_path_factory):
 @pytest.mark.slurm
 def test_demo_dag_on_slurm(cluster, demo_on_slurm):
     work = demo_on_slurm["work"]
-    assert (work / "results" / "summary.tsv").stat().st_size > 0
+    assert (work / RUN / "results" / "summary.tsv").stat().st_size > 0
     jobs = sacct(cluster["env"], demo_on_slurm["since"], demo_on_slurm["after"])
     assert jobs, "sacct recorded no jobs"
     assert all(j["state"] == "COMPLETED" for j in jobs), jobs
@@ -235,10 +235,10 @@ def test_demo_dag_on_slurm(cluster, demo_on_slurm):
     prof = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     groups = [j for j in jobs if any(j["comment"].startswith(f"rule_{g}_") for g in prof["group-components"])]
     assert groups, [j["comment"] for j in jobs]
-    n_smk = len(list((work / "results" / "benchmarks").rglob("*.tsv")))
+    n_smk = len(list((work / RUN / "results" / "benchmarks").rglob("*.tsv")))
     assert len(jobs) < n_smk, (len(jobs), n_smk)
     # per-job SLURM logs are kept where the profile says
-    assert list((work / "results" / "logs" / "slurm").rglob("*.log"))
+    assert list((work / RUN / ".snakemake" / "slurm_logs").rglob("*.log"))
     print(f"cluster start {cluster['startup_s']:.1f}s; demo DAG on SLURM {demo_on_slurm['elapsed']:.0f}s, "
           f"{len(jobs)} SLURM jobs for {n_smk} Snakemake jobs")
 
@@ -267,7 +267,7 @@ def _train_and_scancel(cluster, work: Path, arm: str, gpus: int) -> tuple[list[d
                             env=_env(cluster["env"]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
-        ck = work / "results" / "models" / arm / "checkpoints"
+        ck = work / RUN / "results" / "models" / arm / "checkpoints"
 
         def running_train_job():
             if not any(ck.glob("step-*")):
@@ -284,7 +284,7 @@ def _train_and_scancel(cluster, work: Path, arm: str, gpus: int) -> tuple[list[d
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=120)
     assert proc.returncode == 0, out[-6000:]
-    state = json.loads((work / "results" / "models" / arm / "trainer_state.json").read_text())
+    state = json.loads((work / RUN / "results" / "models" / arm / "trainer_state.json").read_text())
     return sacct(cluster["env"], since, after), state
 
 

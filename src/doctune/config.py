@@ -183,6 +183,81 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     return cfg
 
 
+RUNS_DIR = "runs"
+
+
+def run_dir(cfg: dict) -> str:
+    """The folder a run writes into (relative to where Snakemake starts): runs/RUN_NAME.
+
+    The Snakefile makes it Snakemake's working directory, so every rule path (results/...,
+    .snakemake/ with its locks and metadata) lives inside it and runs with different names sit
+    side by side, and can even run at once."""
+    return f"{RUNS_DIR}/{cfg['run_name']}"
+
+
+def _config_paths(cfg: dict):
+    """(container, key) of every config value that may name a local file or folder."""
+    yield cfg, "resources_dir"
+    for b in (cfg.get("base_models") or {}).values():
+        yield b, "path"
+        yield b, "tokenizer"
+    for g in (cfg.get("generators") or {}).values():
+        yield g, "path"
+    for c in (cfg.get("corpora") or {}).values():
+        yield c, "definition"
+    for a in (cfg.get("arms") or {}).values():
+        if a.get("data") != "instruct":
+            yield a, "data"
+    sources = [(cfg.get("posttrain_data") or {}).get("source")]
+    for b in (cfg.get("benchmarks") or {}).values():
+        sources.append(b.get("source"))
+        yield b, "local_file"
+        yield b, "judge_prompt"
+    for s in sources:
+        if isinstance(s, dict):
+            yield s, "path"
+            yield s, "data_files"
+    yield cfg.get("agreement") or {}, "ratings"
+
+
+def localize_paths(cfg: dict, roots: Iterable[str | Path], workdir: str | Path) -> dict:
+    """A copy of the config whose relative local paths name the same files from `workdir`.
+
+    Paths in a config are written relative to where Snakemake is started (the repository root),
+    but the rules run inside the run folder. Each relative path that exists under one of `roots`
+    (first match wins) is rewritten relative to `workdir`; everything else (hub ids, URLs, paths
+    the run itself builds such as results/base_models/..., files that do not exist) is kept as
+    written. A path found only under a later root (the workflow's folder when Snakemake is
+    started elsewhere) becomes absolute."""
+    import os
+
+    out = copy.deepcopy(cfg)
+    roots = [Path(r).resolve() for r in roots]
+    workdir = Path(workdir).resolve()
+
+    def fix(p: Any) -> Any:
+        if isinstance(p, list):
+            return [fix(x) for x in p]
+        if isinstance(p, dict):
+            return {k: fix(v) for k, v in p.items()}
+        if not isinstance(p, str) or not p or os.path.isabs(p) or re.match(r"^[a-z][a-z0-9+.-]*://", p):
+            return p
+        for root in roots:
+            target = root / p
+            if target.exists():
+                # relative inside the launch folder (a moved or copied checkout keeps working),
+                # absolute for the fallback root (the workflow's own folder elsewhere)
+                if target.is_relative_to(roots[0]) and workdir.is_relative_to(roots[0]):
+                    return os.path.relpath(target, workdir)
+                return str(target)
+        return p
+
+    for container, key in _config_paths(out):
+        if container.get(key) is not None:
+            container[key] = fix(container[key])
+    return out
+
+
 NAMED_SECTIONS = ("base_models", "generators", "corpora", "arms", "judges", "benchmarks")
 
 
