@@ -136,3 +136,64 @@ def test_console_script_help():
     res = subprocess.run([sys.executable, "-m", "doctune.cli", "trace", "--help"],
                          capture_output=True, text=True, check=True)
     assert "stale" in res.stdout
+
+
+@pytest.fixture
+def diamond(chain):
+    """The chain, with the base model's metrics also made from the documents (a shared ancestor)."""
+    P.write_sidecar("results/metrics/base/ahb.json", ["results/documents/c.jsonl"], {}, "metrics")
+    return chain
+
+
+def test_trace_shows_each_ancestor_once(diamond, capsys):
+    tree = P.trace("results/summary.tsv")
+    links = [n for _, n in P.iter_links(tree)]
+    # both metrics files link to the documents; the second link refers to the first instead of
+    # repeating documents -> specs -> grid
+    docs = [n for n in links if n["path"] == "results/documents/c.jsonl"]
+    assert len(docs) == 2 and docs[0]["inputs"] and not docs[1]["inputs"]
+    assert docs[1]["ref"] == docs[0]["id"] and docs[1]["status"] == "current"
+    assert [n["path"] for n in links].count("results/specs/c.jsonl") == 1
+    assert cli.main(["trace", "results/summary.tsv"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("results/specs/c.jsonl") == 1
+    assert f"(inputs shown above at #{docs[0]['id']})" in out and f"#{docs[0]['id']}\n" in out
+    # a later link keeps its own status: the documents changed after the base metrics recorded them
+    open("results/documents/c.jsonl", "w").write('{"id": 1, "text": "new"}\n')
+    P.write_sidecar("results/documents/c.jsonl", ["results/specs/c.jsonl"], {"gen": "g"}, "documents")
+    P.write_sidecar("results/metrics/doc/ahb.json", ["results/documents/c.jsonl"], {}, "metrics")
+    docs = [n for _, n in P.iter_links(P.trace("results/summary.tsv")) if n["path"] == "results/documents/c.jsonl"]
+    assert [d["status"] for d in docs] == ["current", "stale"] and "ref" in docs[1]
+
+
+def test_trace_depth(diamond, capsys):
+    tree = P.trace("results/summary.tsv", max_depth=1)
+    assert [n["path"] for _, n in P.iter_links(tree)] == [
+        "results/summary.tsv", "results/metrics/doc/ahb.json", "results/metrics/base/ahb.json"]
+    assert tree["inputs"][0]["not_shown"] == 1
+    assert cli.main(["trace", "results/summary.tsv", "--depth", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "results/documents/c.jsonl" in out and "results/specs/c.jsonl" not in out
+    assert "below the --depth limit not shown" in out
+    assert cli.main(["trace", "results/summary.tsv", "--depth", "-1"]) == 2
+
+
+def test_trace_into_a_closed_pipe(diamond):
+    """`doctune trace ... | head -n 1`: no BrokenPipeError, no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "doctune.cli", "trace", "results/summary.tsv"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=diamond)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, as `head` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert first.startswith(b"results/summary.tsv") and err == ""
+
+
+def test_trace_names_the_run_folder(chain, monkeypatch, capsys):
+    run = chain / "runs" / "demo"
+    run.mkdir(parents=True)
+    os.rename(chain / "results", run / "results")
+    os.rename(chain / "resources", run / "resources")  # recorded paths are relative to the run folder
+    assert cli.main(["trace", "results/summary.tsv"]) == 2
+    assert "runs/demo/results/summary.tsv" in capsys.readouterr().err
+    assert cli.main(["trace", "runs/demo/results/summary.tsv", "--strict"]) == 0

@@ -149,29 +149,37 @@ def _root_of(path: Path) -> Path:
     return Path(".")
 
 
-def _status(path: Path, recorded: str | None) -> tuple[str, str | None]:
-    if not path.exists():
-        return "missing", None
-    current = sha256_path(path)
-    if recorded is None:
-        return "no hash recorded", current
-    return ("current" if current == recorded else "stale"), current
-
-
-def trace(path: str, root: str | None = None) -> dict:
+def trace(path: str, root: str | None = None, max_depth: int | None = None) -> dict:
     """The provenance tree of a file: {"path", "status", "recorded_sha256", "current_sha256",
     "rule", "record", "inputs": [subtrees]}. Statuses: current, stale (changed since recorded),
     missing, no hash recorded (an input that did not exist when recorded), no record (the traced
-    file itself has no sidecar); "record" is the sidecar's path or None for a source file."""
+    file itself has no sidecar); "record" is the sidecar's path or None for a source file.
+
+    Each file's own inputs are expanded once, where it is first met (depth first, in record
+    order), and numbered ("id"); a later link to the same file keeps its own status (its
+    recorded hash may differ) and has "ref": that id instead of repeating the subtree. Below
+    `max_depth` links the inputs are not followed; "not_shown" counts them."""
     p = Path(path)
     base = Path(root) if root is not None else _root_of(p.absolute())
+    hashes: dict[str, str | None] = {}
+    expanded: dict[str, int] = {}  # file -> id of the node that shows its inputs
 
     def resolve(x: str) -> Path:
         q = Path(x)
         return q if q.is_absolute() else base / q
 
-    def node(display: str, actual: Path, recorded: str | None, seen: frozenset,
-             top: bool = False) -> dict:
+    def status(actual: Path, recorded: str | None) -> tuple[str, str | None]:
+        key = str(actual)
+        if key not in hashes:
+            hashes[key] = sha256_path(actual) if actual.exists() else None
+        current = hashes[key]
+        if current is None:
+            return "missing", None
+        if recorded is None:
+            return "no hash recorded", current
+        return ("current" if current == recorded else "stale"), current
+
+    def node(display: str, actual: Path, recorded: str | None, depth: int, top: bool = False) -> dict:
         side = sidecar_path(str(actual))
         n: dict[str, Any] = {"path": display, "record": None, "rule": None, "inputs": []}
         if side.exists():
@@ -182,24 +190,30 @@ def trace(path: str, root: str | None = None) -> dict:
             own = doc.get("output_sha256")
             if recorded is None:
                 recorded = own
-            n["status"], n["current_sha256"] = _status(actual, recorded)
+            n["status"], n["current_sha256"] = status(actual, recorded)
             n["recorded_sha256"] = recorded
             if own is not None and recorded is not None and own != recorded:
                 n["note"] = "the input was recorded with a different version than its own record"
             key = str(actual.resolve()) if actual.exists() else str(actual)
-            if key in seen:
-                n["note"] = "cycle: already shown above"
+            inputs = doc.get("inputs") or {}
+            if key in expanded:
+                n["ref"] = expanded[key]
                 return n
-            for inp, h in (doc.get("inputs") or {}).items():
-                n["inputs"].append(node(inp, resolve(inp), h, seen | {key}))
+            if max_depth is not None and depth >= max_depth:
+                if inputs:
+                    n["not_shown"] = len(inputs)
+                return n
+            n["id"] = expanded[key] = len(expanded) + 1
+            for inp, h in inputs.items():
+                n["inputs"].append(node(inp, resolve(inp), h, depth + 1))
         else:
-            n["status"], n["current_sha256"] = _status(actual, recorded)
+            n["status"], n["current_sha256"] = status(actual, recorded)
             n["recorded_sha256"] = recorded
             if top and n["status"] != "missing":
                 n["status"] = "no record"
         return n
 
-    return node(str(path), p, None, frozenset(), top=True)
+    return node(str(path), p, None, 0, top=True)
 
 
 def iter_links(tree: dict, depth: int = 0):
@@ -209,6 +223,8 @@ def iter_links(tree: dict, depth: int = 0):
 
 
 def format_trace(tree: dict) -> str:
+    """The tree as indented text: one entry per link; a file whose inputs were already shown
+    gets one line pointing to its number (#N) instead of its subtree again."""
     def short(h: str | None) -> str:
         return h[:12] if h else "-"
 
@@ -216,19 +232,31 @@ def format_trace(tree: dict) -> str:
     for depth, n in iter_links(tree):
         ind = "  " * depth
         rule = f"rule {n['rule']}" if n["rule"] else "no record (source)"
-        lines.append(f"{ind}{'<- ' if depth else ''}{n['path']}  [{n['status']}]  {rule}")
+        num = f"  #{n['id']}" if n.get("id") and n["inputs"] else ""
+        head = f"{ind}{'<- ' if depth else ''}{n['path']}  [{n['status']}]  {rule}{num}"
+        if n.get("ref"):
+            lines.append(f"{head}  (inputs shown above at #{n['ref']})")
+            if n["status"] != "current":
+                lines.append(f"{ind}   sha256 recorded {short(n.get('recorded_sha256'))}, "
+                             f"now {short(n.get('current_sha256'))}")
+            continue
+        lines.append(head)
         h = f"{ind}   sha256 recorded {short(n.get('recorded_sha256'))}"
         if n.get("current_sha256") != n.get("recorded_sha256"):
             h += f", now {short(n.get('current_sha256'))}"
         if n.get("config_hash"):
             h += f"; config {short(n['config_hash'])}"
         lines.append(h)
+        if n.get("not_shown"):
+            lines.append(f"{ind}   ({n['not_shown']} input(s) below the --depth limit not shown)")
         if n.get("note"):
             lines.append(f"{ind}   note: {n['note']}")
-    bad = [n for _, n in iter_links(tree) if n["status"] != "current"]
-    lines.append("all links current (each file's sha256 equals the one recorded)" if not bad else
-                 f"{len(bad)} link(s) not current: " + ", ".join(
-                     f"{n['path']} ({n['status']})" for n in bad)
-                 + "\n(stale = the file changed after the step that used it was recorded; "
-                   "rerun the pipeline to bring it up to date)")
+    links = [n for _, n in iter_links(tree)]
+    bad = [n for n in links if n["status"] != "current"]
+    files = len({n["path"] for n in links})
+    lines.append(f"{len(links)} link(s) to {files} file(s): " + (
+        "all links current (each file's sha256 equals the one recorded)" if not bad else
+        f"{len(bad)} link(s) not current: " + ", ".join(f"{n['path']} ({n['status']})" for n in bad)
+        + "\n(stale = the file changed after the step that used it was recorded; "
+          "rerun the pipeline to bring it up to date)"))
     return "\n".join(lines)
