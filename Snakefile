@@ -18,7 +18,11 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
+# Local paths in the config are written relative to where Snakemake starts (the repository root);
+# a path that exists only in the workflow's folder (Snakemake started elsewhere) becomes absolute.
 LAUNCH_DIR = Path.cwd()
+config.update(localize_paths(config, [LAUNCH_DIR, Path(workflow.basedir)], LAUNCH_DIR))
+
 # Preflight, before any job starts and in dry runs too: the config (schema, references) and every
 # input the run will read (corpora, grid lists, post-training records, benchmark files, model
 # paths, hub ids, API keys). Each problem is one line naming the file and line or config key;
@@ -31,8 +35,7 @@ config.update(snakefile_preflight(config, workflow.basedir, workflow.is_main_pro
 workdir: run_dir(config)
 
 
-# Local paths in the config are written relative to where Snakemake starts (the repository root);
-# from here on they name the same files from the run folder.
+# From here on the config's local paths name the same files from the run folder.
 config.update(localize_paths(config, [LAUNCH_DIR, Path(workflow.basedir)], Path.cwd()))
 
 

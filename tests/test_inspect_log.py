@@ -144,11 +144,12 @@ def test_export_rejects_verdicts_without_completion(tmp_path, repo_root):
 def test_rule_writes_log_matching_our_files(tmp_path):
     """The inspect_export rule on the demo config (base model only): one sample per completion."""
     from inspect_ai.log import read_eval_log
-    from test_e2e_demo import copy_repo, smk
+    from test_e2e_demo import RUN, copy_repo, smk
 
-    work = copy_repo(tmp_path)
+    repo = copy_repo(tmp_path)
     target = "results/inspect/base/strongreject.eval"
-    smk(work, target, "--configfile", "config/demo.yaml", "-c2")
+    smk(repo, target, "--configfile", "config/demo.yaml", "-c2")
+    work = repo / RUN  # the demo's run folder: target paths are relative to it
     log = read_eval_log(str(work / target))
     comp = read_jsonl(work / "results/completions/base/strongreject.jsonl")
     scores = read_jsonl(work / "results/scores/base/strongreject.jsonl")

@@ -196,20 +196,27 @@ def run_dir(cfg: dict) -> str:
 
 
 def _config_paths(cfg: dict):
-    """(container, key) of every config value that may name a local file or folder."""
+    """(container, key) of every config value that may name a local file or folder. Tolerates a
+    config that has not been validated yet (wrong types are skipped; validation reports them)."""
+    def d(x: Any) -> dict:
+        return x if isinstance(x, dict) else {}
+
+    def named(section: str):
+        return [v for v in d(cfg.get(section)).values() if isinstance(v, dict)]
+
     yield cfg, "resources_dir"
-    for b in (cfg.get("base_models") or {}).values():
+    for b in named("base_models"):
         yield b, "path"
         yield b, "tokenizer"
-    for g in (cfg.get("generators") or {}).values():
+    for g in named("generators"):
         yield g, "path"
-    for c in (cfg.get("corpora") or {}).values():
+    for c in named("corpora"):
         yield c, "definition"
-    for a in (cfg.get("arms") or {}).values():
+    for a in named("arms"):
         if a.get("data") != "instruct":
             yield a, "data"
-    sources = [(cfg.get("posttrain_data") or {}).get("source")]
-    for b in (cfg.get("benchmarks") or {}).values():
+    sources = [d(cfg.get("posttrain_data")).get("source")]
+    for b in named("benchmarks"):
         sources.append(b.get("source"))
         yield b, "local_file"
         yield b, "judge_prompt"
@@ -217,7 +224,7 @@ def _config_paths(cfg: dict):
         if isinstance(s, dict):
             yield s, "path"
             yield s, "data_files"
-    yield cfg.get("agreement") or {}, "ratings"
+    yield d(cfg.get("agreement")), "ratings"
 
 
 def localize_paths(cfg: dict, roots: Iterable[str | Path], workdir: str | Path) -> dict:
