@@ -35,6 +35,7 @@ RES = config["resources_dir"]
 PLOTS = [
     "results/plots/robustness.png",
     "results/plots/dimension_profile.png",
+    "results/plots/overview.png",
     "results/plots/loss_curves.png",
 ]
 

@@ -150,25 +150,32 @@ rule summary:
 
 
 TRAINED = TRAINED_UNITS + dc.posttrain_units(config)
+# the training method of each trained model: its own panel of the loss curves
+TRAIN_METHOD = {u: "post" if ".post" in u else config["arms"][dc.split_unit(u)[0]]["method"] for u in TRAINED}
 
 
 rule plots:
-    """Robustness curve, per-dimension AHB profile and training loss curves."""
+    """Robustness curves, per-dimension profiles, the model x benchmark overview and loss curves."""
     input:
         metrics=ALL_METRICS,
+        comparisons="results/stats/comparisons.tsv",
         trained=[f"results/models/{m}/trainer_state.json" for m in TRAINED],
     output:
         robustness=report("results/plots/robustness.png", caption="../report/robustness.rst", category="Figures"),
         profile=report("results/plots/dimension_profile.png", caption="../report/dimension_profile.rst", category="Figures"),
+        overview=report("results/plots/overview.png", caption="../report/overview.rst", category="Figures"),
         loss=report("results/plots/loss_curves.png", caption="../report/loss_curves.rst", category="Figures"),
     params:
         metrics_files=METRICS,
         arms=ARMS,
         posttrain_arms=POST_ARMS,
         posttrain_sizes=POST_SIZES,
-        models=MODELS,
+        base_of={a: config["arms"][a].get("base_model") for a in POST_ARMS},
+        models=REPORTED,
         benchmarks=BENCH_KIND,
         trained=TRAINED,
+        methods=TRAIN_METHOD,
+        alpha=config["stats"]["alpha"],
         demo=config["demo"],
     log:
         "results/logs/plots.log",

@@ -1,23 +1,32 @@
-"""rule plots: robustness curve, AHB dimension profile, loss curves."""
+"""rule plots: robustness curves, dimension profiles, model x benchmark overview, loss curves."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from pathlib import Path
 
 from doctune import plots
+from doctune.config import JUDGED_KINDS
 from doctune.pipeline import run
 from doctune.training import plot_loss_curves
+
+DIMENSION_KINDS = ("ahb", "compassion")  # benchmarks scored per dimension
 
 
 def main():
     p = snakemake.params
     files = {m: dict(b) for m, b in p.metrics_files.items()}
-    ahb = [b for b, k in p.benchmarks.items() if k == "ahb"] or [b for b, k in p.benchmarks.items() if k == "compassion"]
-    bench = ahb[0] if ahb else next(iter(p.benchmarks))
-    plots.robustness_curve(files, list(p.posttrain_arms), list(p.posttrain_sizes), bench, None,
-                           snakemake.output.robustness, demo=bool(p.demo))
-    plots.dimension_profile(files, list(p.models), bench, snakemake.output.profile, demo=bool(p.demo))
+    kinds = dict(p.benchmarks)
+    demo = bool(p.demo)
+    judged = {b: k for b, k in kinds.items() if k in JUDGED_KINDS}
+    plots.robustness_curves(files, list(p.posttrain_arms), list(p.posttrain_sizes), judged,
+                            snakemake.output.robustness, references=dict(p.base_of),
+                            comparisons=plots.read_comparisons(snakemake.input.comparisons),
+                            alpha=p.alpha, demo=demo)
+    plots.dimension_profiles(files, list(p.models), {b: k for b, k in kinds.items() if k in DIMENSION_KINDS},
+                             snakemake.output.profile, demo=demo)
+    plots.overview(files, list(p.models), kinds, snakemake.output.overview, demo=demo)
     # a model that could not be trained (its data unavailable) has no train_metrics.jsonl
     loss = {m: f"results/models/{m}/train_metrics.jsonl" for m in p.trained}
-    plot_loss_curves({m: f for m, f in loss.items() if Path(f).is_file()}, snakemake.output.loss)
+    plot_loss_curves({m: f for m, f in loss.items() if Path(f).is_file()}, snakemake.output.loss,
+                     methods=dict(p.methods))
 
 
 run(snakemake, main)

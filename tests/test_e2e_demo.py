@@ -123,7 +123,7 @@ def test_comparisons_table(demo_run):
 
 
 def test_plots_and_logs_exist(demo_run):
-    for p in ["robustness.png", "dimension_profile.png", "loss_curves.png"]:
+    for p in ["robustness.png", "dimension_profile.png", "overview.png", "loss_curves.png"]:
         assert (demo_run / RUN / "results/plots" / p).stat().st_size > 1000
     assert (demo_run / RUN / "results/logs/train/doc.log").exists()
     assert (demo_run / RUN / "results/benchmarks/train/doc.tsv").exists()

@@ -289,8 +289,12 @@ def test_config_errors():
 
 def test_plot_loss_curves(arm, work):
     out, _, _ = arm
-    png = plot_loss_curves({"doc": str(out / "train_metrics.jsonl")}, str(work / "plots" / "loss.png"))
-    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = work / "plots" / "loss.png"
+    data = plot_loss_curves({"doc": str(out / "train_metrics.jsonl"), "sft": str(out / "train_metrics.jsonl")},
+                            str(png), methods={"doc": "doc", "sft": "sft"})
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(data) == ["doc", "sft"]  # one panel per method, never one shared loss axis
+    assert data["doc"]["doc"]["step"] and all(isinstance(s, int) for s in data["doc"]["doc"]["step"])
 
 
 RUNNER = textwrap.dedent("""
