@@ -43,7 +43,7 @@ dryrun: install
 	snakemake results/summary.tsv --profile slurm -n
 
 report: install
-	snakemake --report report.html --configfile config/demo.yaml
+	snakemake --report report.html --configfile config/demo.yaml   # -> runs/demo/report.html
 
 clean:
 	rm -rf runs results .snakemake report.html

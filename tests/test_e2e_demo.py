@@ -162,7 +162,7 @@ def test_lora_setting_reruns_that_arm_and_after(demo_run):
 
 def test_report_builds_offline(demo_run):
     smk(demo_run, "--configfile", "config/demo.yaml", "--report", "report.html")
-    html = (demo_run / "report.html").read_text(errors="ignore")
+    html = (demo_run / RUN / "report.html").read_text(errors="ignore")  # paths are relative to the run folder
     assert "robustness" in html.lower()
     # a category named like one of the report's own panels (Workflow, Statistics) clashes with
     # its link target in every caption

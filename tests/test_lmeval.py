@@ -59,3 +59,34 @@ def test_bad_local_file(tmp_path, tiny_spec):
                     str(tmp_path / "o.json"), None)
     with pytest.raises(ValueError, match="task"):
         run_lm_eval(tiny_spec, {}, str(tmp_path / "o.json"), None)
+
+
+def test_task_index_covers_the_needed_task_only(monkeypatch):
+    """task_manager indexes the folder of a named task (not lm-eval's 14k tasks), finds the same
+    YAML file as lm-eval's full index, needs no index for local configs, and falls back to the
+    full index for a name it cannot place."""
+    import lm_eval.tasks as lt
+
+    from doctune.evaluation.lm_eval_tasks import task_folders, task_manager
+
+    tm = task_manager(["hellaswag"])
+    assert "hellaswag" in tm.all_tasks and len(tm.all_tasks) < 20
+    root = lt.TaskManager  # the real class, before it is replaced below
+    folder = task_folders(["hellaswag"])["hellaswag"]
+    entry = tm.task_index["hellaswag"]
+    yaml_path = entry["yaml_path"] if isinstance(entry, dict) else entry.yaml_path
+    assert str(yaml_path) == str(folder / "hellaswag.yaml")
+    assert len(task_manager([{"task": "local_x"}]).all_tasks) == 0
+
+    calls = []
+
+    class Recorder(root):
+        def __init__(self, *a, **k):
+            calls.append(k)
+            if k.get("include_defaults", True):  # the full index: not built here (slow), just recorded
+                return
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(lt, "TaskManager", Recorder)
+    task_manager(["no_such_task_xyz"])
+    assert calls == [{}]  # fell back to lm-eval's own full index

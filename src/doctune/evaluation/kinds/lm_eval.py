@@ -133,15 +133,20 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
         _check_hellaswag_file(local_file)
 
     try:
+        log.info("lm-eval: importing lm-eval")
         import lm_eval
-        from lm_eval.tasks import TaskManager, get_task_dict
+        from lm_eval.tasks import get_task_dict
     except ImportError as exc:
         return _write(out, task, spec, bench_cfg, local_file, status="missing",
                       reason=f"lm-eval is not installed ({exc})")
 
     # 1. Build the task (this is where the dataset is fetched); failure here = data missing.
-    tm = TaskManager()
+    #    The task index covers the needed task only (the full one costs 10 s to minutes).
+    from .lm_eval_tasks import task_manager
+
     task_spec: Any = _task_config(task, local_file) if local_file else task
+    tm = task_manager([task_spec])
+    log.info("lm-eval: loading task %s%s", task, f" from {local_file}" if local_file else "")
     try:
         if hasattr(tm, "load"):
             loaded = tm.load([task_spec])
@@ -165,6 +170,7 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
     if model is None:
         from ...models import load_model
 
+        log.info("lm-eval: loading model %s", spec.get("name"))
         model, tokenizer = load_model(spec, device=bench_cfg.get("device"), dtype=bench_cfg.get("dtype"),
                                       merge_all=True)
     batch_size = bench_cfg.get("batch_size") or 8
@@ -177,6 +183,7 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
         cdir = Path(cache_dir) / f"{spec.get('name', 'model')}-{stable_hash(spec)}"
         cdir.mkdir(parents=True, exist_ok=True)
         use_cache = str(cdir / f"{task_name}")
+    log.info("lm-eval: evaluating %s on %s (limit %s)", spec.get("name"), task_name, bench_cfg.get("limit"))
     res = lm_eval.simple_evaluate(
         model=lm, tasks=[task_dict[task_name]],
         num_fewshot=bench_cfg.get("num_fewshot"), limit=bench_cfg.get("limit"),
