@@ -142,7 +142,7 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
 
     # 1. Build the task (this is where the dataset is fetched); failure here = data missing.
     #    The task index covers the needed task only (the full one costs 10 s to minutes).
-    from .lm_eval_tasks import task_manager
+    from ..lm_eval_tasks import task_manager
 
     task_spec: Any = _task_config(task, local_file) if local_file else task
     tm = task_manager([task_spec])
