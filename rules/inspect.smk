@@ -1,7 +1,37 @@
-# Stage 4b: Inspect interop. Logs of our own evaluations for `inspect view` / `inspect log dump`
-# (inspect-ai is not in the core requirements: requirements-inspect.txt, envs/inspect.yaml).
+# Stage 4b: Inspect interop (inspect-ai is not in the core requirements: requirements-inspect.txt,
+# envs/inspect.yaml). Inspect tasks run on our models, and logs of our own evaluations for
+# `inspect view` / `inspect log dump`.
 
-INSPECT_LOGS = [f"results/inspect/{m}/{b}.eval" for m in MODELS for b in JUDGED]
+INSPECT = [b for b in BENCHMARKS if KIND_OF[b].stage == "inspect"]
+INSPECT_LOGS = [f"results/inspect/{m}/{b}.eval" for m in MODELS for b in JUDGED + INSPECT]
+
+
+wildcard_constraints:
+    inspect=_alt(INSPECT),
+
+
+rule inspect_task:
+    """An Inspect task on one model (served unmerged: base + LoRA adapter); the log and a summary."""
+    input:
+        spec=lambda wc: spec_file(wc.model),
+        data=lambda wc: local_inputs(wc.inspect),
+    output:
+        summary="results/inspect/{model}/{inspect}.json",
+        log="results/inspect/{model}/{inspect}.eval",
+    params:
+        bench=lambda wc: config["benchmarks"][wc.inspect],
+        generation=lambda wc: config["evaluation"]["generation"] | (config["benchmarks"][wc.inspect].get("generation") or {}),
+    log:
+        "results/logs/inspect_task/{model}/{inspect}.log",
+    benchmark:
+        "results/benchmarks/inspect_task/{model}/{inspect}.tsv"
+    threads: EVAL_RES["threads"]
+    resources:
+        **res_kw(config["evaluation"]),
+    conda:
+        "../envs/inspect.yaml"
+    script:
+        "../scripts/inspect_task.py"
 
 
 rule inspect_export:
@@ -31,6 +61,6 @@ rule inspect_export:
 
 
 rule inspect_logs:
-    """Target: the Inspect log of every evaluated model x judged benchmark."""
+    """Target: the Inspect log of every evaluated model x benchmark (judged and Inspect tasks)."""
     input:
         INSPECT_LOGS,

@@ -220,6 +220,8 @@ def _config_paths(cfg: dict):
         sources.append(b.get("source"))
         yield b, "local_file"
         yield b, "judge_prompt"
+        for k in list(d(b.get("task_args"))):  # inspect: dataset folders and files among the task's arguments
+            yield b["task_args"], k
     for s in sources:
         if isinstance(s, dict):
             yield s, "path"
@@ -373,6 +375,10 @@ def reference_problems(cfg: dict) -> list[str]:
                 errs.append(_not_an_entry(f"benchmarks.{name}.judges", j, judges, "a judges entry"))
         if b.get("kind") in _judged_kinds() and not b.get("judges"):
             errs.append(f"config key 'benchmarks.{name}.judges': a {b['kind']} benchmark needs at least one judge")
+        if b.get("kind") == "inspect":  # cheap: no Inspect import
+            from .evaluation.kinds.inspect_task import check_config as _inspect_check
+
+            errs += [e for e in _inspect_check(b, name) if "does not exist" not in e]
     models = set(all_models(cfg)) if not errs else set()
     for i, m in enumerate((cfg.get("evaluation") or {}).get("models", "all") if isinstance(
             (cfg.get("evaluation") or {}).get("models"), list) else []):

@@ -22,6 +22,7 @@ _MODULES = {
     "strongreject": "strongreject",
     "ai_risk": "ai_risk",
     "lm_eval": "lm_eval",
+    "inspect": "inspect_task",
 }
 _LOADED: dict[str, BenchmarkKind] = {}
 

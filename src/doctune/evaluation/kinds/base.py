@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from ...io import DataError, read_jsonl
 
-STAGES = ("judge", "logprob", "lm_eval")
+STAGES = ("judge", "logprob", "lm_eval", "inspect")
 _URL_PREFIXES = ("http://", "https://", "hf://", "s3://", "gs://")
 
 
