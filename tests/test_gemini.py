@@ -12,8 +12,8 @@ import pytest
 from doctune.io import read_jsonl
 from doctune.llm.base import GenRequest
 from doctune.llm.cache import CachedBackend
-from doctune.llm.gemini import GeminiBackend, MissingAPIKeyError, check_api_key
-from doctune.llm.gemini_loopback import LoopbackGemini, default_responder, ok_reply, prompt_text
+from doctune.llm.gemini import APIConfigError, GeminiBackend, MissingAPIKeyError, check_api_key
+from doctune.llm.gemini_loopback import LoopbackGemini, default_responder, ok_reply, prompt_text, quota_body
 
 CANARY = "canary-SECRET-7f3a9c"
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_missing_key_is_one_clear_error(monkeypatch):
 def test_finish_reasons_retries_and_key_never_leaks(key_env):
     def responder(body, seen):
         if "[[ECHO]]" in prompt_text(body):   # a provider error message that quotes the key
-            return 400, {"error": {"code": 400, "message": f"API key {CANARY} not valid", "status": "INVALID_ARGUMENT"}}
+            return 400, {"error": {"code": 400, "message": f"bad field {CANARY} in request", "status": "INVALID_ARGUMENT"}}
         return default_responder(body, seen)
 
     with LoopbackGemini(responder=responder) as srv:
@@ -61,13 +61,103 @@ def test_finish_reasons_retries_and_key_never_leaks(key_env):
     assert got["[[EMPTY]]"][0] == "empty"
     assert got["[[MAXTOK]]"][0] == "length" and not res[3].ok
     assert got["[[FAIL500x2]] x"] == ("stop", 3)                  # retried twice on 500
-    assert got["[[BAD400]]"] == ("error", 1)                      # 400 is not retried
+    assert got["[[BAD400]]"] == ("error", 1)                      # a 400 about the request is not retried
     assert got["[[FAIL500x99]] y"] == ("error", 4)                # max_retries 3, then gives up
     assert sorted(seen) == sorted(str(i) for i in range(len(prompts)))
     assert srv.keys_seen == {CANARY}                               # the key was sent in the header ...
     text = repr(b) + str(b.__dict__) + json.dumps([r.to_dict() for r in res])
     assert CANARY not in text                                      # ... and appears nowhere else
-    assert "not valid" in res[-1].error
+    assert "bad field ***" in res[-1].error
+
+
+SCHEMA = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
+
+
+def test_every_bad_reply_is_retried_or_rejected_by_kind_and_spares_the_others(key_env):
+    """Each way a reply can be bad, all in one call: retried (transport, 408/429/5xx, cut-off or
+    non-JSON 200) or returned as a rejection (empty, SAFETY, RECITATION, MAX_TOKENS, schema
+    ignored, 400), counted by kind; no fault takes down the requests in flight beside it."""
+    cases = {  # prompt -> (finish reason, attempts, kinds counted for it)
+        "plain": ("stop", 1, {"ok": 1}),
+        "[[FAILdropx1]] a": ("stop", 2, {"transport": 1, "ok": 1}),
+        "[[FAIL408x1]] b": ("stop", 2, {"http_408": 1, "ok": 1}),
+        "[[FAIL429x2]] c": ("stop", 3, {"http_429": 2, "ok": 1}),
+        "[[FAIL500x1]] d": ("stop", 2, {"http_5xx": 1, "ok": 1}),
+        "[[FAIL503x1]] e": ("stop", 2, {"http_5xx": 1, "ok": 1}),
+        "[[FAILmalformedx2]] f": ("stop", 3, {"malformed": 2, "ok": 1}),
+        "[[FAILnotjsonx1]] g": ("stop", 2, {"malformed": 1, "ok": 1}),
+        "[[EMPTY]]": ("empty", 1, {"empty": 1}),
+        "[[SAFETY]]": ("safety", 1, {"safety": 1}),
+        "[[RECITATION]]": ("safety", 1, {"recitation": 1}),
+        "[[MAXTOK]]": ("length", 1, {"max_tokens": 1}),
+        "[[BAD400]]": ("error", 1, {"http_4xx": 1}),
+        "[[FAILmalformedx9]] h": ("error", 4, {"malformed": 4}),
+    }
+    with LoopbackGemini(latency_s=0.02) as srv:
+        b = GeminiBackend(cfg(srv, key_env, concurrency=len(cases) + 2))
+        reqs = [req(str(i), p) for i, p in enumerate(cases)]
+        reqs += [req("s1", "[[NOSCHEMA]]", response_schema=SCHEMA), req("s2", "[[JSON]]", response_schema=SCHEMA)]
+        res = b.generate(reqs)
+        assert srv.max_in_flight >= 8          # the faults really overlapped with other requests
+    want_kinds: dict = {"schema": 1, "ok": 1}
+    for (p, (fr, attempts, kinds)), r in zip(cases.items(), res):
+        assert (r.finish_reason, r.attempts) == (fr, attempts), (p, r)
+        for k, v in kinds.items():
+            want_kinds[k] = want_kinds.get(k, 0) + v
+    assert res[-2].finish_reason == "schema" and "schema" in res[-2].error and not res[-2].ok
+    assert res[-1].ok and json.loads(res[-1].text)["score"] == 1
+    assert b.stats["by_kind"] == want_kinds
+    assert b.stats["requests"] == sum(want_kinds.values()) == srv.total
+    assert b.stats["retries"] == sum(v for k, v in want_kinds.items() if k not in
+                                     ("ok", "empty", "safety", "recitation", "max_tokens", "schema", "http_4xx")) - 1
+
+
+def test_retry_after_is_honoured(key_env):
+    with LoopbackGemini() as srv:
+        b = GeminiBackend(cfg(srv, key_env))                  # backoff at most 0.05 s
+        t = time.monotonic()
+        assert b.generate([req("a", "[[FAIL429x1]] quick")])[0].ok
+        quick = time.monotonic() - t
+        for marker in ("[[FAIL429rax1]]", "[[FAIL503rax1]]", "[[FAIL429quotax1]]"):  # wait 1 s, says the server
+            t = time.monotonic()
+            r = b.generate([req("a", f"{marker} wait")])[0]
+            assert r.ok and r.attempts == 2 and time.monotonic() - t >= 1.0
+        assert quick < 0.9
+
+
+@pytest.mark.parametrize("server,what", [
+    ({"mode": "bad_key"}, "rejected (API key not valid)"),
+    ({"valid_keys": {"another-key"}}, "rejected (API key not valid)"),
+    ({"mode": "unauthenticated"}, "not accepted"),
+    ({"mode": "permission_denied"}, "permission denied"),
+    ({"mode": "quota_day"}, "daily quota"),
+    ({"models": {"gemini-other"}}, "model 'gemini-test' is not found"),
+])
+def test_configuration_errors_stop_everything_at_once(key_env, server, what):
+    with LoopbackGemini(latency_s=0.02, **server) as srv:
+        b = GeminiBackend(cfg(srv, key_env, concurrency=4))
+        with pytest.raises(APIConfigError) as ei:
+            b.generate([req(str(i), f"p{i}") for i in range(40)])
+        assert srv.total <= 4                                  # no request after the first answer
+    msg = str(ei.value)
+    assert what in msg and "\n" not in msg and CANARY not in msg
+    if "model" not in what:
+        assert key_env in msg                                  # names the environment variable
+    assert b.stats["by_kind"].get("config_error", 0) >= 1
+
+
+def test_a_per_minute_quota_429_is_retried_not_fatal(key_env):
+    calls = []
+
+    def responder(body, seen):
+        calls.append(seen)
+        if seen == 0:
+            return 429, quota_body("Minute", 0.01)
+        return default_responder(body, seen)
+
+    with LoopbackGemini(responder=responder) as srv:
+        r = GeminiBackend(cfg(srv, key_env)).generate([req("a", "x")])[0]
+    assert r.ok and r.attempts == 2
 
 
 def test_structured_output_and_system_prompt(key_env):
@@ -105,22 +195,47 @@ def test_concurrency_bound_and_server_rate_limit_retried(key_env):
         assert srv.status_counts[429] > 0 and b.stats["retries"] >= srv.status_counts[429]
 
 
-def test_cached_backend_reuses_replies(tmp_path, key_env):
+def test_cached_backend_stores_every_reply_and_retries_only_failures(tmp_path, key_env):
     with LoopbackGemini() as srv:
         c = CachedBackend(GeminiBackend(cfg(srv, key_env)), tmp_path / "cache.jsonl")
-        reqs = [req("a", "one"), req("b", "two"), req("c", "one"), req("d", "[[SAFETY]]")]
+        reqs = [req("a", "one"), req("b", "two"), req("c", "one"), req("d", "[[SAFETY]]"),
+                req("e", "[[MAXTOK]]"), req("f", "[[FAIL500x4]] gives up")]
         r1 = c.generate(reqs)
-        assert srv.total == 3                                  # duplicate prompt sent once
-        assert r1[0].text == r1[2].text and [r.key for r in r1] == ["a", "b", "c", "d"]
+        assert srv.total == 5 + 3                              # duplicate prompt sent once; f tried 4 times
+        assert r1[0].text == r1[2].text and [r.key for r in r1] == ["a", "b", "c", "d", "e", "f"]
+        assert [r.finish_reason for r in r1[3:]] == ["safety", "length", "error"]
         c.close()
         c = CachedBackend(GeminiBackend(cfg(srv, key_env)), tmp_path / "cache.jsonl")
         r2 = c.generate(reqs)
-        assert srv.total == 4                                  # only the failed (safety) one again
-        assert [r.text for r in r2[:3]] == [r.text for r in r1[:3]] and r2[0].cached
-        c.generate([req("e", "one", seed=1)])                  # other settings: another key
-        assert srv.total == 5
+        assert srv.total == 9                                  # only f (no reply yet) again; it succeeds now
+        assert [r.text for r in r2[:5]] == [r.text for r in r1[:5]] and all(r.cached for r in r2[:5])
+        assert r2[5].ok and not r2[5].cached
+        c.generate([req("g", "one", seed=1)])                  # other settings: another key
+        assert srv.total == 10
+        summary = c.api_summary()
         c.close()
+    assert summary["requests_sent"] == 10 and summary["runs"] == 2 and summary["in_flight_at_kill"] == 0
+    assert summary["replies_by_kind"] == {"http_5xx": 4, "ok": 4, "safety": 1, "max_tokens": 1}
+    assert summary["retries"] == 3                             # f's 4th 500 ended its first call
     assert CANARY not in (tmp_path / "cache.jsonl").read_text()
+    assert CANARY not in (tmp_path / "cache.jsonl.ledger.jsonl").read_text()
+
+
+def test_cache_lock_makes_a_second_process_wait(tmp_path):
+    """A rerun started while an orphaned job of a killed run still holds the cache waits for it."""
+    code = ("import sys, time; from doctune.llm.cache import _CacheLock; from pathlib import Path; "
+            "l = _CacheLock(Path(sys.argv[1])); print('held', flush=True); time.sleep(1.0)")
+    lock = tmp_path / "c.jsonl.lock"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    p = subprocess.Popen([sys.executable, "-c", code, str(lock)], env=env, stdout=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"held"
+    from doctune.llm.cache import _CacheLock
+
+    t = time.monotonic()
+    mine = _CacheLock(lock)
+    assert time.monotonic() - t > 0.5                          # waited for the other holder to end
+    mine.release()
+    p.wait(10)
 
 
 def test_batch_api_resumes_instead_of_resubmitting(tmp_path, key_env):

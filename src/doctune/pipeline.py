@@ -118,6 +118,9 @@ def run(sm, body: Callable[[], Any]) -> Any:
     try:
         result = body()
     except Exception as exc:
+        if getattr(exc, "user_error", False):   # a configuration problem: one line, no traceback
+            log.error("rule %s stopped: %s", rule, exc)
+            raise SystemExit(1) from None
         if rule not in PROPAGATE_MISSING or not data_unavailable(exc):
             log.exception("rule %s failed", rule)
             raise

@@ -33,6 +33,25 @@ def estimate_cost(generator_cfg: dict, tokens_in: int, tokens_out: int) -> float
     return round(tokens_in / 1e6 * float(pin) + tokens_out / 1e6 * float(pout), 6)
 
 
+def spend_report(generator_cfg: dict, r: dict, api: dict | None, kept: int) -> dict:
+    """Retries, tokens and cost for a report. With an API ledger (Gemini) they are totals over
+    every run that used the cache, interrupted ones included — what was spent — and ``api``
+    holds the ledger's counts (requests sent, replies by kind, retries, requests in flight at a
+    kill); otherwise they count this run's results."""
+    out: dict[str, Any] = {
+        "estimated_cost_this_run_usd": estimate_cost(generator_cfg, r["tokens_in_new"], r["tokens_out_new"])}
+    if api is None:
+        out.update({"retries": r["regenerations"] + r["api_retries"], "api_retries": r["api_retries"],
+                    "tokens_in": r["tokens_in"], "tokens_out": r["tokens_out"],
+                    "estimated_cost_usd": estimate_cost(generator_cfg, r["tokens_in"], r["tokens_out"])})
+        return out
+    out.update({"retries": r["regenerations"] + api["retries"], "api_retries": api["retries"],
+                "tokens_in": api["tokens_in"], "tokens_out": api["tokens_out"],
+                "estimated_cost_usd": estimate_cost(generator_cfg, api["tokens_in"], api["tokens_out"]),
+                "api": {**api, "requests_per_kept": (round(api["requests_sent"] / kept, 4) if kept else None)}})
+    return out
+
+
 def progress_bar(total: int, desc: str):
     from tqdm import tqdm
 
@@ -183,6 +202,7 @@ def generate_documents(specs: str, out: str, report: str, generator_cfg: dict, v
                                   f"documents {corpus}", allow_truncated=validator.allow_truncated)
     finally:
         backend.close()
+    api = backend.api_summary() if hasattr(backend, "api_summary") else None
     docs = []
     for s in spec_rows:
         res = r["accepted"].get(s["id"])
@@ -196,13 +216,10 @@ def generate_documents(specs: str, out: str, report: str, generator_cfg: dict, v
         "generator": {k: v for k, v in generator_cfg.items() if k not in ("spec",)},
         "model": backend.model_id, "generated": len(docs), "rejected_by_reason": r["rejected_by_reason"],
         "dropped": len(r["dropped"]), "dropped_ids": r["dropped"], "requests": r["requests"],
-        "cached_results": r["cached"], "retries": r["regenerations"] + r["api_retries"],
-        "regenerations": r["regenerations"], "api_retries": r["api_retries"],
-        "tokens_in": r["tokens_in"], "tokens_out": r["tokens_out"],
-        "estimated_cost_usd": estimate_cost(generator_cfg, r["tokens_in"], r["tokens_out"]),
-        "estimated_cost_this_run_usd": estimate_cost(generator_cfg, r["tokens_in_new"], r["tokens_out_new"]),
+        "cached_results": r["cached"], "regenerations": r["regenerations"],
         "validation": dict(validation_cfg or {}),
     })
+    rep.update(spend_report(generator_cfg, r, api, len(docs)))
     from ..io import write_jsonl
 
     write_jsonl(out, docs)

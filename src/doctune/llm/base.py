@@ -13,7 +13,8 @@ FINISH_STOP = "stop"          # natural end
 FINISH_LENGTH = "length"      # hit max tokens (truncated)
 FINISH_SAFETY = "safety"      # blocked / filtered by the provider
 FINISH_EMPTY = "empty"        # no text came back
-FINISH_ERROR = "error"        # gave up after retries; `error` says why
+FINISH_SCHEMA = "schema"      # the reply ignores the requested response schema
+FINISH_ERROR = "error"        # gave up after retries, or a request the API refused; `error` says why
 
 
 @dataclass

@@ -25,6 +25,22 @@ Config keys (a `generators.<name>` / `judges.<name>` entry with backend: gemini)
 
 The API key is read from the environment only and never stored in a file, a log, an exception
 message or a repr.
+
+Faults, by kind (each attempt is counted in ``stats["by_kind"]`` and, when a ledger is attached,
+in the ledger beside the reply cache, so reports add up over interrupted runs):
+
+* retried with backoff (the longer of the jittered backoff and the server's ``Retry-After``
+  header or ``RetryInfo.retryDelay``): transport errors and timeouts (``transport``,
+  ``timeout``), HTTP 408/429/5xx (``http_408``, ``http_429``, ``http_5xx``), a 200 whose body is
+  cut off or not JSON (``malformed``);
+* returned as a rejection, never retried here (the reply is a real answer; callers regenerate
+  with a new seed): no candidates (``empty``), SAFETY and other blocks (``safety``),
+  RECITATION (``recitation``), MAX_TOKENS (``max_tokens``), a reply that ignores the response
+  schema (``schema``), other HTTP 4xx (``http_4xx``);
+* configuration errors of the API stop everything at once with ``APIConfigError`` (one line
+  naming the problem and the environment variable, never the key): a rejected key (400 "API key
+  not valid", 401), permission denied (403), an unknown model (404), the daily quota exhausted
+  (429 whose QuotaFailure names a per-day quota).
 """
 from __future__ import annotations
 
@@ -38,8 +54,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..io import atomic_write_json, read_json, stable_hash
-from .base import (FINISH_EMPTY, FINISH_ERROR, FINISH_LENGTH, FINISH_SAFETY, FINISH_STOP,
-                   GenRequest, GenResult, ProgressFn)
+from .base import (FINISH_EMPTY, FINISH_ERROR, FINISH_LENGTH, FINISH_SAFETY, FINISH_SCHEMA,
+                   FINISH_STOP, GenRequest, GenResult, ProgressFn)
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +68,95 @@ DEFAULTS: dict[str, Any] = {
 RETRY_CODES = {408, 429, 500, 502, 503, 504}
 SAFETY_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                   "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "LANGUAGE"}
+RETRY_AFTER_CAP_S = 600.0     # never trust a server's Retry-After beyond ten minutes
 
 
 class MissingAPIKeyError(RuntimeError):
-    pass
+    user_error = True          # doctune.pipeline.run prints one line, no traceback
+
+
+class APIConfigError(RuntimeError):
+    """The API refuses the configuration (key, permission, model, daily quota): no request can
+    succeed, so the whole job stops at once."""
+    user_error = True
+
+
+def _retry_after_s(exc: Any) -> float | None:
+    """Seconds the server asks to wait: the Retry-After header (seconds or an HTTP date) or a
+    google.rpc.RetryInfo ``retryDelay`` ("16s") in the error body; None when it says nothing."""
+    resp = getattr(exc, "response", None)
+    headers = getattr(resp, "headers", None)
+    val = None
+    if headers is not None:
+        try:
+            val = headers.get("Retry-After") or headers.get("retry-after")
+        except Exception:  # noqa: BLE001 - odd header containers
+            val = None
+    if val:
+        try:
+            return max(0.0, float(val))
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+
+            try:
+                return max(0.0, parsedate_to_datetime(val).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    for d in _error_details(exc):
+        delay = d.get("retryDelay") if isinstance(d, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return max(0.0, float(delay[:-1]))
+            except ValueError:
+                pass
+    return None
+
+
+def _error_details(exc: Any) -> list:
+    body = getattr(exc, "details", None)
+    err = body.get("error", body) if isinstance(body, dict) else None
+    det = err.get("details") if isinstance(err, dict) else None
+    return det if isinstance(det, list) else []
+
+
+def schema_violation(text: str | None, schema: dict) -> str | None:
+    """Why `text` does not conform to a JSON schema (the subset Gemini's structured output uses:
+    type, properties, required, enum, items), or None when it does."""
+    try:
+        value = json.loads(text or "")
+    except ValueError:
+        return "reply is not JSON"
+
+    def check(v: Any, s: dict, where: str) -> str | None:
+        t = s.get("type")
+        types = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+        if t == "integer":
+            if not (isinstance(v, int) and not isinstance(v, bool)):
+                return f"{where}: expected an integer"
+        elif t == "number":
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool)):
+                return f"{where}: expected a number"
+        elif isinstance(t, str) and t in types and not isinstance(v, types[t]):
+            return f"{where}: expected {t}"
+        if "enum" in s and v not in s["enum"]:
+            return f"{where}: {v!r} not in {s['enum']}"
+        if isinstance(v, dict):
+            for k in s.get("required", []):
+                if k not in v:
+                    return f"{where}: missing {k!r}"
+            for k, sub in (s.get("properties") or {}).items():
+                if k in v and isinstance(sub, dict):
+                    why = check(v[k], sub, f"{where}.{k}")
+                    if why:
+                        return why
+        if isinstance(v, list) and isinstance(s.get("items"), dict):
+            for i, x in enumerate(v):
+                why = check(x, s["items"], f"{where}[{i}]")
+                if why:
+                    return why
+        return None
+
+    return check(value, schema, "$")
 
 
 def check_api_key(cfg: dict) -> None:
@@ -136,7 +237,10 @@ class GeminiBackend:
         self.state_path: str | None = kw.get("state_path") or cfg.get("batch_state_path")
         tb = self.cfg.get("thinking_budget")
         self.cache_extra = {"thinking_budget": tb} if tb is not None else None
-        self.stats = {"requests": 0, "retries": 0}
+        self.stats: dict[str, Any] = {"requests": 0, "retries": 0, "by_kind": {}}
+        # optional doctune.llm.cache.Ledger: every attempt sent and every reply received (set by
+        # CachedBackend), so reports add up over interrupted runs
+        self.ledger = None
         self._rng = random.Random()
         self._transient = _transient_exceptions()
 
@@ -214,7 +318,8 @@ class GeminiBackend:
         fr = getattr(cand, "finish_reason", None)
         fr = str(getattr(fr, "value", fr) or "")
         if fr in SAFETY_REASONS:
-            return GenResult(text=text or None, finish_reason=FINISH_SAFETY, error=f"finish reason {fr}", **base)
+            return GenResult(text=text or None, finish_reason=FINISH_SAFETY, error=f"finish reason {fr}",
+                             extra={"kind": "recitation" if fr == "RECITATION" else "safety"}, **base)
         if fr == "MAX_TOKENS":
             return GenResult(text=text or None, finish_reason=FINISH_LENGTH, error="MAX_TOKENS", **base)
         if not text.strip():
@@ -222,6 +327,47 @@ class GeminiBackend:
         if fr not in ("STOP", "", "FINISH_REASON_UNSPECIFIED"):
             return GenResult(text=text, finish_reason=FINISH_ERROR, error=f"finish reason {fr}", **base)
         return GenResult(text=text, finish_reason=FINISH_STOP, **base)
+
+    @staticmethod
+    def _kind(res: GenResult) -> str:
+        """The fault kind of a parsed reply (``ok`` when it is a usable answer)."""
+        if res.extra.get("kind"):
+            return res.extra["kind"]
+        return {FINISH_STOP: "ok", FINISH_LENGTH: "max_tokens", FINISH_SAFETY: "safety",
+                FINISH_EMPTY: "empty", FINISH_SCHEMA: "schema"}.get(res.finish_reason, "other_finish")
+
+    def _fatal(self, exc: Any) -> APIConfigError | None:
+        """An APIConfigError when the error means no request can succeed (else None)."""
+        code = getattr(exc, "code", None)
+        status = str(getattr(exc, "status", "") or "")
+        msg = str(getattr(exc, "message", "") or "")
+        reasons = {str(d.get("reason", "")) for d in _error_details(exc) if isinstance(d, dict)}
+        quota_ids = [str(v.get("quotaId", "")) for d in _error_details(exc) if isinstance(d, dict)
+                     for v in (d.get("violations") or []) if isinstance(v, dict)]
+        env = self._key_env
+        what = None
+        if code == 400 and ("API_KEY_INVALID" in reasons or "api key not valid" in msg.lower()
+                            or "API_KEY" in " ".join(reasons)):
+            what = f"the API key in the environment variable {env} was rejected (API key not valid)"
+        elif code == 401:
+            what = f"the API key in the environment variable {env} was not accepted (unauthenticated)"
+        elif code == 403:
+            what = (f"permission denied for the API key in the environment variable {env} "
+                    f"(the key lacks access to the Gemini API or to model {self.model_id!r})")
+        elif code == 404:
+            what = f"model {self.model_id!r} is not found or not supported for generateContent (config key model)"
+        elif code == 429 and any("perday" in q.lower() for q in quota_ids):
+            what = (f"the daily quota of the API key in the environment variable {env} is exhausted "
+                    f"({', '.join(q for q in quota_ids if 'perday' in q.lower())}); "
+                    "rerun tomorrow or raise the quota")
+        if what is None:
+            return None
+        detail = self._scrub(msg)[:200]
+        return APIConfigError(f"Gemini API: {what} [HTTP {code} {status}: {detail}]")
+
+    def _count(self, kind: str) -> None:
+        by = self.stats["by_kind"]
+        by[kind] = by.get(kind, 0) + 1
 
     def _est_tokens(self, req: GenRequest) -> int:
         chars = sum(len(m.get("content", "")) for m in req.messages)
@@ -240,34 +386,63 @@ class GeminiBackend:
         last = ""
         for attempt in range(1, max_tries + 1):
             est = self._est_tokens(req)
+            wait: float | None = None
             async with sem:
                 await rpm.acquire(1)
                 await tpm.acquire(est)
                 self.stats["requests"] += 1
+                sent = self.ledger.sent(req.key, est) if self.ledger is not None else None
                 try:
                     resp = await asyncio.wait_for(
                         client.aio.models.generate_content(model=self.model_id, contents=contents, config=config),
                         timeout=float(self.cfg["timeout_s"]))
                 except errors.APIError as exc:
                     code = getattr(exc, "code", None)
+                    fatal = self._fatal(exc)
+                    if fatal is not None:
+                        self._record(sent, "config_error", retry=False)
+                        raise fatal from None
                     last = self._scrub(f"HTTP {code}: {getattr(exc, 'message', '') or exc.__class__.__name__}")
                     if code in RETRY_CODES or (isinstance(code, int) and code >= 500):
-                        retry = True
+                        kind = f"http_{code}" if code in (408, 429) else "http_5xx"
+                        wait = _retry_after_s(exc)
                     else:
+                        self._record(sent, "http_4xx", retry=False)
                         return GenResult(key=req.key, text=None, finish_reason=FINISH_ERROR, model=self.model_id,
-                                         error=last, attempts=attempt)
+                                         error=last, attempts=attempt, extra={"kind": "http_4xx"})
+                except asyncio.CancelledError:
+                    raise
+                except (asyncio.TimeoutError, TimeoutError) as exc:
+                    kind, last = "timeout", f"{exc.__class__.__name__}: no reply within timeout_s"
                 except self._transient as exc:
-                    last = self._scrub(f"{exc.__class__.__name__}: timeout or connection error")
-                    retry = True
+                    kind, last = "transport", self._scrub(f"{exc.__class__.__name__}: connection error")
+                except Exception as exc:  # noqa: BLE001 - a cut-off or non-JSON body, a reply the SDK cannot read
+                    kind, last = "malformed", self._scrub(f"{exc.__class__.__name__}: unreadable reply")[:300]
                 else:
                     res = self._parse(req.key, resp, attempt)
+                    if res.finish_reason == FINISH_STOP and req.response_schema is not None:
+                        why = schema_violation(res.text, req.response_schema)
+                        if why:
+                            res.finish_reason, res.error = FINISH_SCHEMA, f"reply ignores the response schema: {why}"
                     tpm.refund(est - (res.input_tokens + res.output_tokens) if res.input_tokens else 0)
+                    self._record(sent, self._kind(res), retry=False, tokens=(res.input_tokens, res.output_tokens))
                     return res
-            if attempt < max_tries and retry:
+                retry = attempt < max_tries
+                self._record(sent, kind, retry=retry)
+            if retry:
                 self.stats["retries"] += 1
-                await asyncio.sleep(self._backoff(attempt))
+                delay = self._backoff(attempt)
+                if wait is not None:
+                    delay = max(delay, min(wait, RETRY_AFTER_CAP_S))
+                await asyncio.sleep(delay)
         return GenResult(key=req.key, text=None, finish_reason=FINISH_ERROR, model=self.model_id,
-                         error=f"gave up after {max_tries} tries; last: {last}", attempts=max_tries)
+                         error=f"gave up after {max_tries} tries; last: {last}", attempts=max_tries,
+                         extra={"kind": "gave_up"})
+
+    def _record(self, sent: Any, kind: str, retry: bool, tokens: tuple[int, int] = (0, 0)) -> None:
+        self._count(kind)
+        if self.ledger is not None and sent is not None:
+            self.ledger.replied(sent, kind, retry=retry, tokens_in=tokens[0], tokens_out=tokens[1])
 
     async def _run(self, requests: Sequence[GenRequest], progress, on_result) -> list[GenResult]:
         client = self._client()
@@ -283,9 +458,20 @@ class GeminiBackend:
             if progress:
                 progress(1)
 
+        tasks = [asyncio.ensure_future(task(i, r)) for i, r in enumerate(requests)]
         try:
-            await asyncio.gather(*(task(i, r) for i, r in enumerate(requests)))
+            # only a configuration error of the API (or a bug) escapes a task: stop all at once
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()
         finally:
+            for t in tasks:
+                t.cancel()
             try:
                 await client.aio.aclose()
             except Exception:  # noqa: BLE001 - closing is best effort

@@ -4,8 +4,18 @@ benchmark: the real google-genai SDK is pointed at it with base_url / GOOGLE_GEM
 It speaks HTTP/1.1 with keep-alive, answers POST /{version}/models/{model}:generateContent,
 :batchGenerateContent and GET /{version}/batches/{id}, adds a fixed latency per request,
 enforces an optional requests-per-minute limit (HTTP 429 beyond it) and counts what it served.
-Replies are deterministic functions of the prompt, so reruns are reproducible. It holds no key
-and checks only that one was sent.
+Replies are deterministic functions of the prompt, so reruns are reproducible.
+
+It misbehaves the way the real API does, on request:
+* per prompt, with markers (see `default_responder`): safety and recitation blocks, no
+  candidates, MAX_TOKENS, a 200 whose JSON body is cut off or is not JSON at all, a connection
+  closed without a reply, HTTP 408/429/5xx for the first N tries with or without Retry-After,
+  a reply that ignores the response schema;
+* at random, at given rates (`faults={"malformed": 0.03, "429": 0.15, "5xx": 0.05, ...}`,
+  seeded), for fault-injection runs;
+* as a whole server (`mode=`): a rejected key (400 "API key not valid", or any key not in
+  `valid_keys`), 401, 403, the daily quota exhausted (429 with a per-day QuotaFailure), and an
+  unknown model (404 for any model not in `models`), with the real API's error bodies.
 """
 from __future__ import annotations
 
@@ -52,11 +62,101 @@ def ok_reply(text: str, prompt: str = "", finish: str = "STOP") -> dict:
                               "totalTokenCount": max(1, len(prompt) // 4) + len((text or "").split())}}
 
 
-def default_responder(body: dict, seen: int) -> tuple[int, dict]:
-    """Markers in the prompt select failure modes (for tests):
-    [[SAFETY]] blocked, [[EMPTY]] no candidates, [[MAXTOK]] truncated, [[FAIL500xN]] the first N
-    requests for this prompt get HTTP 500, [[BAD400]] HTTP 400. [[JSON]] returns a JSON object."""
+DROP = object()      # reply sentinel: close the connection without answering (clients may resend)
+
+
+class Cut(bytes):
+    """A reply whose connection closes mid-body (a transport error for the client)."""
+
+
+class Raw(bytes):
+    """A reply body sent as is (not JSON-encoded): cut-off or non-JSON bodies."""
+
+
+def error_body(code: int, message: str, status: str, details: list | None = None) -> dict:
+    err: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if details:
+        err["details"] = details
+    return {"error": err}
+
+
+def quota_body(per: str = "Minute", retry_s: float = 2.0) -> dict:
+    """The real API's 429 for an exhausted quota (per minute: retry; per day: give up)."""
+    return error_body(429, "You exceeded your current quota, please check your plan and billing details.",
+                      "RESOURCE_EXHAUSTED", [
+                          {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                              "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                              "quotaId": f"GenerateRequestsPer{per}PerProjectPerModel-FreeTier",
+                              "quotaValue": "20"}]},
+                          {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_s:g}s"}])
+
+
+KEY_INVALID = error_body(400, "API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT", [
+    {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+     "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}])
+UNAUTHENTICATED = error_body(401, "Request had invalid authentication credentials. Expected OAuth 2 access "
+                             "token, login cookie or other valid authentication credential.", "UNAUTHENTICATED")
+PERMISSION_DENIED = error_body(403, "Method doesn't allow unregistered callers (callers without established "
+                               "identity). Please use API Key or other form of API consumer identity to call "
+                               "this API.", "PERMISSION_DENIED")
+SERVER_MODES = {"bad_key": (400, KEY_INVALID), "unauthenticated": (401, UNAUTHENTICATED),
+                "permission_denied": (403, PERMISSION_DENIED), "quota_day": (429, quota_body("Day", 30.0))}
+
+
+def model_not_found(model: str) -> dict:
+    return error_body(404, f"models/{model} is not found for API version v1beta, or is not supported for "
+                      "generateContent. Call ListModels to see the list of available models and their "
+                      "supported methods.", "NOT_FOUND")
+
+
+def fault_reply(kind: str, body: dict) -> tuple[int, Any, dict]:
+    """(status, reply, headers) of one injected fault kind."""
     p = prompt_text(body)
+    if kind == "malformed":
+        good = json.dumps(ok_reply(default_text(p), p)).encode()
+        return 200, Raw(good[: len(good) // 2]), {}
+    if kind == "notjson":
+        return 200, Raw(b"<html><body>upstream error</body></html>"), {"Content-Type": "text/html"}
+    if kind == "drop":
+        good = json.dumps(ok_reply(default_text(p), p)).encode()
+        return 200, Cut(good[: len(good) // 3]), {}
+    if kind == "reset":
+        return 0, DROP, {}
+    if kind == "429quota":          # per-minute quota, RetryInfo.retryDelay in the body
+        return 429, quota_body("Minute", 1.0), {}
+    if kind in ("429", "429ra"):
+        return 429, error_body(429, "Resource has been exhausted (e.g. check quota).", "RESOURCE_EXHAUSTED"), \
+            ({"Retry-After": "1"} if kind.endswith("ra") else {})
+    if kind in ("5xx", "500"):
+        return 500, error_body(500, "An internal error has occurred.", "INTERNAL"), {}
+    if kind in ("503", "503ra"):
+        return 503, error_body(503, "The model is overloaded. Please try again later.", "UNAVAILABLE"), \
+            ({"Retry-After": "1"} if kind.endswith("ra") else {})
+    if kind == "408":
+        return 408, error_body(408, "Request timeout.", "DEADLINE_EXCEEDED"), {}
+    raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def default_responder(body: dict, seen: int):
+    """Markers in the prompt select failure modes (for tests):
+    [[SAFETY]] blocked, [[RECITATION]] recitation block, [[EMPTY]] no candidates, [[MAXTOK]]
+    truncated at the token limit, [[BAD400]] HTTP 400, [[JSON]] a JSON object, [[NOSCHEMA]] prose
+    where a JSON object was asked for. [[FAILkindxN]] gives the first N requests for this prompt
+    the fault `kind` of `fault_reply` (500, 503, 503ra = with Retry-After, 429, 429ra,
+    429quota = with RetryInfo in the body, 408,
+    malformed = a complete 200 whose JSON is cut off, notjson, drop = connection closed mid-body,
+    reset = closed before any reply), then answers."""
+    p = prompt_text(body)
+    if "[[FAIL" in p:
+        spec = p.split("[[FAIL", 1)[1].split("]]", 1)[0]
+        kind, n = spec.rsplit("x", 1)
+        if seen < int(n):
+            return fault_reply(kind, body)
+    if "[[RECITATION]]" in p:
+        return 200, {"candidates": [{"finishReason": "RECITATION", "index": 0}],
+                     "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3}}
+    if "[[NOSCHEMA]]" in p:
+        return 200, ok_reply("I would say the answer is yes, mostly.", p)
     if "[[SAFETY]]" in p:
         return 200, {"candidates": [{"finishReason": "SAFETY", "index": 0}],
                      "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3}}
@@ -66,10 +166,6 @@ def default_responder(body: dict, seen: int) -> tuple[int, dict]:
         return 200, ok_reply("truncated text " * 5, p, finish="MAX_TOKENS")
     if "[[BAD400]]" in p:
         return 400, {"error": {"code": 400, "message": "bad request", "status": "INVALID_ARGUMENT"}}
-    if "[[FAIL500x" in p:
-        n = int(p.split("[[FAIL500x", 1)[1].split("]]", 1)[0])
-        if seen < n:
-            return 500, {"error": {"code": 500, "message": "internal", "status": "INTERNAL"}}
     if "[[JSON]]" in p:
         return 200, ok_reply(json.dumps({"score": 1, "reason": "ok"}), p)
     seed = (body.get("generationConfig") or {}).get("seed")
@@ -80,9 +176,19 @@ class LoopbackGemini:
     """Run with `with LoopbackGemini(latency_s=..., rpm=...) as srv:`; srv.url is the base URL."""
 
     def __init__(self, latency_s: float = 0.0, rpm: float = 0.0,
-                 responder: Callable[[dict, int], tuple[int, dict]] = default_responder,
-                 batch_polls_until_done: int = 1):
+                 responder: Callable[[dict, int], tuple] = default_responder,
+                 batch_polls_until_done: int = 1, faults: dict[str, float] | None = None,
+                 fault_seed: int = 0, mode: str | None = None, valid_keys: set[str] | None = None,
+                 models: set[str] | None = None):
         self.latency_s, self.rpm, self.responder = latency_s, rpm, responder
+        if mode is not None and mode not in SERVER_MODES:
+            raise ValueError(f"mode must be one of {sorted(SERVER_MODES)}")
+        self.faults = dict(faults or {})
+        if sum(self.faults.values()) > 1:
+            raise ValueError("fault rates add up to more than 1")
+        self._fault_rng = random.Random(fault_seed)
+        self.mode, self.valid_keys, self.models = mode, valid_keys, models
+        self.fault_counts: Counter = Counter()    # injected fault kind -> count
         self.batch_polls_until_done = batch_polls_until_done
         self.counts: Counter = Counter()          # prompt text -> requests that reached the responder
         self.status_counts: Counter = Counter()   # HTTP status -> count
@@ -141,10 +247,20 @@ class LoopbackGemini:
                         await reader.readline()
                 else:
                     data = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-                status, reply = await self._route(method, path, headers, data)
-                out = json.dumps(reply).encode()
-                writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                             f"Content-Length: {len(out)}\r\n\r\n".encode() + out)
+                routed = await self._route(method, path, headers, data)
+                status, reply = routed[0], routed[1]
+                extra = routed[2] if len(routed) > 2 else {}
+                if reply is DROP:
+                    break                           # close the connection, no reply
+                if isinstance(reply, Cut):          # announce the whole body, send a third, hang up
+                    writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                                 f"Content-Length: {3 * len(reply) + 10}\r\n\r\n".encode() + bytes(reply))
+                    await writer.drain()
+                    break
+                out = bytes(reply) if isinstance(reply, Raw) else json.dumps(reply).encode()
+                hdrs = {"Content-Type": "application/json", **extra, "Content-Length": str(len(out))}
+                writer.write(f"HTTP/1.1 {status} X\r\n".encode()
+                             + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()).encode() + b"\r\n" + out)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
@@ -154,11 +270,31 @@ class LoopbackGemini:
             except Exception:  # noqa: BLE001
                 pass
 
-    async def _route(self, method: str, path: str, headers: dict, data: bytes) -> tuple[int, dict]:
-        self.keys_seen.add(headers.get("x-goog-api-key", ""))
-        if not headers.get("x-goog-api-key"):
-            return 401, {"error": {"code": 401, "message": "no key", "status": "UNAUTHENTICATED"}}
+    def _draw_fault(self) -> str | None:
+        if not self.faults:
+            return None
+        x = self._fault_rng.random()
+        for kind, rate in self.faults.items():
+            if x < rate:
+                return kind
+            x -= rate
+        return None
+
+    async def _route(self, method: str, path: str, headers: dict, data: bytes) -> tuple:
+        key = headers.get("x-goog-api-key", "")
+        self.keys_seen.add(key)
+        if not key:
+            return 401, UNAUTHENTICATED
         self.total += 1
+        if self.mode is not None or (self.valid_keys is not None and key not in self.valid_keys):
+            status, reply = SERVER_MODES[self.mode or "bad_key"]
+            self.status_counts[status] += 1
+            return status, reply
+        if self.models is not None and ":" in path and "/models/" in path:
+            model = path.split("/models/", 1)[1].split(":", 1)[0]
+            if model not in self.models:
+                self.status_counts[404] += 1
+                return 404, model_not_found(model)
         if not self._admit():
             self.status_counts[429] += 1
             return 429, {"error": {"code": 429, "message": "rate limit", "status": "RESOURCE_EXHAUSTED"}}
@@ -173,11 +309,16 @@ class LoopbackGemini:
                 self.counts[p] += 1      # counted on arrival: a request in flight at a kill is counted
                 if self.latency_s:
                     await asyncio.sleep(self.latency_s)
-                status, reply = self.responder(body, seen)
+                fault = self._draw_fault()
+                if fault is not None:
+                    self.fault_counts[fault] += 1
+                    routed = fault_reply(fault, body)
+                else:
+                    routed = self.responder(body, seen)
             finally:
                 self._in_flight -= 1
-            self.status_counts[status] += 1
-            return status, reply
+            self.status_counts[routed[0]] += 1
+            return routed
         if method == "POST" and path.endswith(":batchGenerateContent"):
             body = json.loads(data or b"{}")
             self.batch_creates += 1
