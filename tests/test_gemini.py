@@ -261,44 +261,126 @@ def test_batch_api_resumes_instead_of_resubmitting(tmp_path, key_env):
 
 
 CHILD = r"""
-import json, sys
+import json, sys, types
 from doctune.documents import generate_documents
-generate_documents(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]),
-                   {"min_words": 5, "near_duplicate_threshold": 0.95, "max_attempts": 2}, None, sys.argv[5])
+from doctune.pipeline import run
+gen = json.loads(sys.argv[4])
+sm = types.SimpleNamespace(rule="documents", input=[sys.argv[1]], output=[sys.argv[2], sys.argv[3]], log=[],
+                           params=types.SimpleNamespace(items=lambda: {}.items()))
+run(sm, lambda: generate_documents(sys.argv[1], sys.argv[2], sys.argv[3], gen,
+    {"min_words": 5, "near_duplicate_threshold": 0.95, "max_attempts": 2, "allow_truncated": True}, None,
+    sys.argv[5]))
 """
 
 
-def test_kill_and_rerun_loses_no_reply_and_repeats_none(tmp_path):
-    n = 40
-    specs = tmp_path / "specs.jsonl"
-    specs.write_text("".join(json.dumps({"id": f"k-{i}", "corpus": "k", "institution": "I", "domain": "D",
-                                         "doc_type": "T", "reasoning": "R", "seed": i,
-                                         "prompt": f"Write document number {i}."}) + "\n" for i in range(n)))
+def _specs(path, n, prompt="Write document number {i}."):
+    path.write_text("".join(json.dumps({"id": f"k-{i}", "corpus": "k", "institution": "I", "domain": "D",
+                                        "doc_type": "T", "reasoning": "R", "seed": i,
+                                        "prompt": prompt.format(i=i)}) + "\n" for i in range(n)))
+
+
+def _child(tmp_path, srv, specs, **gen):
     out, rep, cache = tmp_path / "docs.jsonl", tmp_path / "docs.report.json", tmp_path / "cache.jsonl"
-    env = {**os.environ, "GEMINI_API_KEY": CANARY, "PYTHONPATH": str(REPO / "src")}
-    with LoopbackGemini(latency_s=0.05) as srv:
-        gen = json.dumps({"backend": "gemini", "model": "gemini-test", "base_url": srv.url, "concurrency": 2})
-        args = [sys.executable, "-c", CHILD, str(specs), str(out), str(rep), gen, str(cache)]
-        p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 60
-        while time.time() < deadline and (not cache.exists() or cache.read_text().count("\n") < 8):
-            time.sleep(0.01)
-        p.send_signal(signal.SIGKILL)
-        out1, err1 = p.communicate()
-        served_at_kill = srv.total
-        stored_at_kill = len(read_jsonl(cache, tolerate_torn_tail=True))
-        assert 8 <= stored_at_kill < n and not out.exists()
+    conf = json.dumps({"backend": "gemini", "model": "gemini-test", "base_url": srv.url, "concurrency": 2,
+                       "backoff_initial_s": 0.01, "backoff_max_s": 0.05, **gen})
+    return [sys.executable, "-c", CHILD, str(specs), str(out), str(rep), conf, str(cache)], out, rep, cache
+
+
+ENV = {"GEMINI_API_KEY": CANARY, "PYTHONPATH": str(REPO / "src")}
+
+
+def test_kill_and_rerun_loses_no_reply_and_repeats_none(tmp_path):
+    """SIGKILL and SIGTERM at random moments, under faults; each rerun of the same command goes
+    on, no reply is requested twice except ones in flight at a kill (at most `concurrency` per
+    kill), and the report adds up every run: requests, retries, kinds, tokens."""
+    import random
+
+    n, conc = 60, 2
+    specs = tmp_path / "specs.jsonl"
+    _specs(specs, n)
+    env = {**os.environ, **ENV}
+    rng = random.Random(7)
+    faults = {"malformed": 0.05, "429": 0.15, "5xx": 0.05}
+    with LoopbackGemini(latency_s=0.02, faults=faults, fault_seed=3) as srv:
+        args, out, rep, cache = _child(tmp_path, srv, specs, concurrency=conc)
+        blobs = []
+        kills = 0
+        for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGKILL):
+            before = len(read_jsonl(cache, tolerate_torn_tail=True)) if cache.exists() else 0
+            p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            target = before + rng.randint(3, 12)
+            deadline = time.time() + 60
+            while time.time() < deadline and (not cache.exists() or
+                                               len(read_jsonl(cache, tolerate_torn_tail=True)) < target):
+                time.sleep(0.005)
+            time.sleep(rng.random() * 0.05)                    # any moment, not just after a write
+            p.send_signal(sig)
+            blobs += list(p.communicate())
+            assert p.returncode != 0 and not out.exists()
+            kills += 1
+        stored = len(read_jsonl(cache, tolerate_torn_tail=True))
+        assert stored < n
         p2 = subprocess.run(args, env=env, capture_output=True, timeout=120)
         assert p2.returncode == 0, p2.stderr.decode()[-2000:]
-        # the rerun requested exactly the replies that were not stored before the kill
-        assert srv.total - served_at_kill == n - stored_at_kill
-        # no prompt was requested twice, except ones in flight at the kill (at most `concurrency`)
-        assert sum(c - 1 for c in srv.counts.values()) <= 2
+        blobs += [p2.stdout, p2.stderr]
+        faults_served = sum(srv.fault_counts.values())
+        repeats = sum(c - 1 for c in srv.counts.values())
+        # every repeat is a fault's retry or a request in flight at a kill
+        assert repeats <= faults_served + conc * kills
         assert len(srv.counts) == n
+        served = srv.total
     docs = read_jsonl(out)
     assert [d["id"] for d in docs] == [f"k-{i}" for i in range(n)]
-    assert json.loads(rep.read_text())["generated"] == n
-    blob = b"".join([out1, err1, p2.stdout, p2.stderr]).decode(errors="replace")
+    r = json.loads(rep.read_text())
+    api = r["api"]
+    assert r["generated"] == n and api["runs"] == kills + 1
+    # the ledger saw every request the server saw; ones it sent that never got an answer were
+    # in flight at a kill (at most `concurrency` each time)
+    assert api["requests_sent"] - api["in_flight_at_kill"] <= served <= api["requests_sent"]
+    assert api["in_flight_at_kill"] <= conc * kills
+    assert sum(api["replies_by_kind"].values()) == api["requests_sent"] - api["in_flight_at_kill"]
+    assert api["replies_by_kind"]["ok"] == n                     # nothing paid twice
+    assert api["retries"] == sum(v for k, v in api["replies_by_kind"].items() if k != "ok") > 0
+    assert r["tokens_out"] == sum(d["output_tokens"] for d in docs)   # only ok replies carry tokens here
+    blob = b"".join(blobs).decode(errors="replace")
     blob += "".join(f.read_text(errors="replace") for f in tmp_path.rglob("*") if f.is_file())
     assert CANARY not in blob
     assert "documents k" in p2.stderr.decode()                 # tqdm progress on stderr
+
+
+@pytest.mark.parametrize("server", [{"mode": "bad_key"}, {"mode": "permission_denied"},
+                                    {"mode": "quota_day"}, {"models": {"other"}}])
+def test_api_configuration_error_stops_the_rule_in_one_line(tmp_path, server):
+    specs = tmp_path / "specs.jsonl"
+    _specs(specs, 30)
+    with LoopbackGemini(latency_s=0.01, **server) as srv:
+        args, out, rep, cache = _child(tmp_path, srv, specs, concurrency=4)
+        p = subprocess.run(args, env={**os.environ, **ENV}, capture_output=True, timeout=60)
+        assert srv.total <= 4
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if "Gemini API:" in ln]
+    assert len(lines) == 1 and "rule documents stopped" in lines[0], err
+    assert ("GEMINI_API_KEY" in lines[0]) or ("model 'gemini-test'" in lines[0])
+    assert not out.exists() and not rep.exists()
+    assert CANARY not in err + p.stdout.decode()
+
+
+def test_growing_the_corpus_requests_no_kept_document_again(tmp_path):
+    """Kept documents (truncated ones accepted with allow_truncated included) are cached: growing
+    n requests only the new specs."""
+    env = {**os.environ, **ENV}
+    with LoopbackGemini() as srv:
+        specs = tmp_path / "specs.jsonl"
+        _specs(specs, 6, prompt="Write document {i}. [[MAXTOK]]")
+        args, out, rep, cache = _child(tmp_path, srv, specs)
+        assert subprocess.run(args, env=env, capture_output=True, timeout=60).returncode == 0
+        first = read_jsonl(out)
+        assert len(first) == 6 and {d["finish_reason"] for d in first} == {"length"}
+        before = dict(srv.counts)
+        _specs(specs, 12, prompt="Write document {i}. [[MAXTOK]]")
+        assert subprocess.run(args, env=env, capture_output=True, timeout=60).returncode == 0
+        grown = read_jsonl(out)
+    assert grown[:6] == first and len(grown) == 12
+    assert all(srv.counts[p] == before[p] == 1 for p in before)  # no kept document requested again
+    assert len(srv.counts) == 12 and srv.total == 12

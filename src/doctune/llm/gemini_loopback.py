@@ -163,7 +163,7 @@ def default_responder(body: dict, seen: int):
     if "[[EMPTY]]" in p:
         return 200, {"candidates": [], "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3}}
     if "[[MAXTOK]]" in p:
-        return 200, ok_reply("truncated text " * 5, p, finish="MAX_TOKENS")
+        return 200, ok_reply(default_text(p, 40).rsplit(" ", 3)[0], p, finish="MAX_TOKENS")
     if "[[BAD400]]" in p:
         return 400, {"error": {"code": 400, "message": "bad request", "status": "INVALID_ARGUMENT"}}
     if "[[JSON]]" in p:
