@@ -1,5 +1,6 @@
 # One-command entry points (see README.md).
-#   make demo   - create .venv, install the pinned stack, run the offline demo DAG -> runs/demo/results/summary.tsv
+#   make demo   - create .venv, install the pinned stack, run the offline demo DAG (rule all):
+#                 runs/demo/results/summary.tsv, .../stats/comparisons.tsv, .../plots/*.png
 #   make test   - create .venv, install the pinned stack (+ requirements-inspect.txt), run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -29,9 +30,12 @@ $(VENV)/.installed-inspect: $(VENV)/.installed requirements-inspect.txt
 	$(PY) -m pip install -q -r requirements-inspect.txt
 	touch $@
 
+# The default target (rule all): the summary, the comparisons and the plots.
 demo: install
-	snakemake results/summary.tsv --configfile config/demo.yaml -c$(CORES)
+	snakemake --configfile config/demo.yaml -c$(CORES)
 	@echo; echo "== runs/demo/results/summary.tsv (DEMO: the numbers only exercise the pipeline) =="; head -n 25 runs/demo/results/summary.tsv
+	@echo; echo "== runs/demo/results/stats/comparisons.tsv =="; head -n 8 runs/demo/results/stats/comparisons.tsv | cut -f1-10
+	@echo; echo "== plots =="; ls -l runs/demo/results/plots/*.png
 
 test: install install-inspect
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)

@@ -48,6 +48,9 @@ include: "rules/inspect.smk"
 include: "rules/stats.smk"
 
 
+add_code_params()  # a change to package code a rule's script imports reruns that rule (rules/common.smk)
+
+
 rule all:
     input:
         "results/summary.tsv",

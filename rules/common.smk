@@ -1,8 +1,17 @@
 # Shared names, wildcard constraints and input functions.
 import re
+import sys
 
 from doctune import config as dc
 from doctune.evaluation.kinds import get_kind
+
+# A run killed with SIGKILL leaves Snakemake's locks behind; remove those no living Snakemake
+# holds, so rerunning the same command is enough (doctune.runlock).
+if workflow.is_main_process:
+    from doctune.runlock import clear_stale_locks
+
+    if clear_stale_locks():
+        print("doctune: removed the locks of a killed Snakemake run (no process holds them)", file=sys.stderr)
 
 
 def _alt(names):
@@ -171,3 +180,19 @@ def alias_source(unit):
     arm, seed = dc.split_unit(unit)
     src = config["arms"][arm]["init_from"]
     return src if seed is None else f"{src}@{seed}"
+
+
+# Code dependencies: Snakemake's `code` trigger sees only a rule's own script. Every rule with a
+# script gets a `code` param, the hash of the package files its script reaches through its
+# imports (doctune.codedeps; static, nothing is imported), so editing a module reruns exactly
+# the rules whose scripts use it and what follows. Called from the Snakefile after all rules.
+def add_code_params():
+    from doctune.codedeps import code_hash
+
+    src = Path(workflow.basedir) / "src"
+    for r in workflow.rules:
+        if r.script and "code" not in r.params.keys():
+            script = Path(str(r.basedir)) / r.script
+            if not script.is_file():
+                script = Path(workflow.basedir) / "scripts" / Path(r.script).name
+            r.set_params(code=code_hash(script, src))

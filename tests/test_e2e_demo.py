@@ -177,3 +177,27 @@ def test_provenance_trace(demo_run):
     out = proc.stdout
     assert "results/specs/" in out and "current" in out.lower()
     assert "GEMINI" not in out and "API_KEY" not in out
+
+
+@pytest.mark.parametrize("module,reruns,untouched", [
+    # one module of each stage: the rules whose scripts import it rerun, with what follows them
+    ("documents/validate.py", {"specs", "documents", "train_arm"}, {"build_tiny_model", "base_model_spec"}),
+    ("data/posttrain.py", {"posttrain_data", "post_train"}, {"documents", "specs", "train_arm", "instruct_data"}),
+    ("training/step.py", {"train_arm", "post_train", "completions"},
+     {"documents", "specs", "instruct_data", "posttrain_data"}),
+    ("evaluation/airisk.py", {"score_ai_risk", "metrics", "summary"},
+     {"completions", "judge", "train_arm", "lm_eval", "documents"}),
+    ("stats.py", {"comparisons", "summary", "plots"},
+     {"train_arm", "post_train", "completions", "judge", "metrics", "documents", "score_ai_risk"}),
+])
+def test_package_code_change_reruns_its_rules_and_only_those(demo_run, module, reruns, untouched):
+    path = demo_run / "src" / "doctune" / module
+    original = path.read_text()
+    path.write_text(original + "\n# an edit\n")
+    try:
+        jobs = planned_jobs(demo_run, "config/demo.yaml")
+    finally:
+        path.write_text(original)
+    assert reruns <= set(jobs), jobs
+    assert not untouched & set(jobs), jobs
+    assert planned_jobs(demo_run, "config/demo.yaml") == {}     # reverted: the same hash, nothing runs

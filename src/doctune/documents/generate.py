@@ -45,9 +45,13 @@ def spend_report(generator_cfg: dict, r: dict, api: dict | None, kept: int) -> d
                     "tokens_in": r["tokens_in"], "tokens_out": r["tokens_out"],
                     "estimated_cost_usd": estimate_cost(generator_cfg, r["tokens_in"], r["tokens_out"])})
         return out
+    # requests in flight at a kill may have been charged: at most their estimated input plus
+    # max output tokens, all at the output price
+    est = api["in_flight_est_tokens"]
     out.update({"retries": r["regenerations"] + api["retries"], "api_retries": api["retries"],
                 "tokens_in": api["tokens_in"], "tokens_out": api["tokens_out"],
                 "estimated_cost_usd": estimate_cost(generator_cfg, api["tokens_in"], api["tokens_out"]),
+                "estimated_cost_in_flight_max_usd": estimate_cost(generator_cfg, 0, est),
                 "api": {**api, "requests_per_kept": (round(api["requests_sent"] / kept, 4) if kept else None)}})
     return out
 

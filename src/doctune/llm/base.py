@@ -1,7 +1,7 @@
 """One small interface for every text generator: Gemini (API) and local transformers models.
 
 Backends take a list of GenRequest and return GenResult in the same order. Caching lives in
-`doctune.llm.cache.CachedBackend`, so a rerun never pays twice for a reply that succeeded.
+`doctune.llm.cache.CachedBackend`, so a rerun never pays twice for a reply the API answered.
 """
 from __future__ import annotations
 

@@ -191,6 +191,7 @@ class LoopbackGemini:
         self.fault_counts: Counter = Counter()    # injected fault kind -> count
         self.batch_polls_until_done = batch_polls_until_done
         self.counts: Counter = Counter()          # prompt text -> requests that reached the responder
+        self.request_counts: Counter = Counter()  # (prompt text, seed) -> requests: one entry per distinct request
         self.status_counts: Counter = Counter()   # HTTP status -> count
         self.total = 0
         self.keys_seen: set[str] = set()
@@ -307,6 +308,7 @@ class LoopbackGemini:
                 p = prompt_text(body)
                 seen = self.counts[p]
                 self.counts[p] += 1      # counted on arrival: a request in flight at a kill is counted
+                self.request_counts[(p, (body.get("generationConfig") or {}).get("seed"))] += 1
                 if self.latency_s:
                     await asyncio.sleep(self.latency_s)
                 fault = self._draw_fault()

@@ -1,0 +1,239 @@
+"""Which package files a rule's script runs, so that changing them reruns the rule.
+
+Snakemake's ``code`` rerun trigger compares only a rule's own ``script:`` file. `code_files`
+walks the script's imports transitively (with ``ast``; nothing is imported or executed) and
+returns every file of the ``doctune`` package it can reach: ``import doctune.x``,
+``from doctune.x import y`` (``y`` a module or a name), relative imports inside the package,
+imports inside functions (lazy imports count, for the functions that can run: those a script
+imports by name and the top-level functions and classes they refer to in their module; a module
+imported whole counts whole), the ``__init__.py`` of every package on the way, and sibling helper modules of the script
+(``scripts/_doctune_path.py``). Dynamic imports are followed when they can be resolved
+statically: ``importlib.import_module("doctune.a.b")``, a string constant naming a package
+module (a registry such as ``{"ahb": "doctune.evaluation.ahb"}``), and an f-string or
+``package=``-relative name (``import_module(f"doctune.evaluation.{kind}")``,
+``import_module(f".{kind}", __package__)``), which takes the whole package it points into.
+
+`code_hash` is a content hash of those files; the workflow passes it to every rule as the
+``code`` param, so a change to any module a rule's script reaches reruns that rule and what
+follows (params trigger), and a change elsewhere does not.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE = "doctune"
+
+
+ALL = "*"
+
+
+def _is_main_guard(node: ast.AST) -> bool:
+    t = getattr(node, "test", None)
+    return (isinstance(node, ast.If) and isinstance(t, ast.Compare) and isinstance(t.left, ast.Name)
+            and t.left.id == "__name__" and any(isinstance(c, ast.Constant) and c.value == "__main__"
+                                                for c in t.comparators))
+
+
+class _ModuleInfo:
+    """One parsed file: the imports its module-level code runs, and per top-level function or
+    class the imports inside it and the other top-level names it refers to."""
+
+    def __init__(self, tree: ast.Module | None):
+        self.defs: dict[str, ast.AST] = {}
+        self.module_nodes: list[ast.AST] = []
+        for node in (tree.body if tree is not None else []):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                self.defs[node.name] = node
+            elif _is_main_guard(node):
+                continue                # `if __name__ == "__main__":` does not run on import
+            else:
+                self.module_nodes.append(node)
+
+    def refs(self, nodes: list[ast.AST]) -> set[str]:
+        return {n.id for node in nodes for n in ast.walk(node)
+                if isinstance(n, ast.Name) and n.id in self.defs}
+
+    def closure(self, names: set[str]) -> list[ast.AST]:
+        """The top-level definitions `names` reach through references inside this module,
+        plus the module-level code (which always runs on import)."""
+        seen: set[str] = set()
+        todo = [n for n in names if n in self.defs] + sorted(self.refs(self.module_nodes))
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            todo += [m for m in self.refs([self.defs[n]]) if m not in seen]
+        return self.module_nodes + [self.defs[n] for n in sorted(seen)]
+
+
+class _Walker:
+    def __init__(self, src_root: Path, package: str = PACKAGE):
+        self.src = Path(src_root).resolve()
+        self.package = package
+        self.files: set[Path] = set()
+        self._info: dict[Path, _ModuleInfo] = {}
+        self._used: dict[Path, set[str]] = {}     # names of each file already followed
+
+    # -- module name <-> file -----------------------------------------------------------------
+    def module_file(self, name: str) -> Path | None:
+        if name != self.package and not name.startswith(self.package + "."):
+            return None
+        base = self.src.joinpath(*name.split("."))
+        for cand in (base.with_suffix(".py"), base / "__init__.py"):
+            if cand.is_file():
+                return cand.resolve()
+        return None
+
+    def module_name(self, path: Path) -> str | None:
+        try:
+            rel = path.resolve().relative_to(self.src)
+        except ValueError:
+            return None
+        parts = list(rel.with_suffix("").parts)
+        if parts and parts[-1] == "__init__":
+            parts.pop()
+        return ".".join(parts) or None
+
+    def package_of(self, path: Path) -> str | None:
+        name = self.module_name(path)
+        if name is None:
+            return None
+        return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+    def info(self, path: Path) -> _ModuleInfo:
+        if path not in self._info:
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            except (SyntaxError, UnicodeDecodeError):
+                tree = None             # still a dependency; its imports are unknown
+            self._info[path] = _ModuleInfo(tree)
+        return self._info[path]
+
+    # -- the walk -------------------------------------------------------------------------------
+    def add_module(self, name: str, names: set[str] | str = ALL) -> None:
+        """A module (the given top-level names of it, or all) and every package __init__ above."""
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            f = self.module_file(".".join(parts[:i]))
+            if f is not None:
+                self.visit(f, set())
+        f = self.module_file(name)
+        if f is not None:
+            self.visit(f, names)
+
+    def add_package_tree(self, name: str) -> None:
+        f = self.module_file(name)
+        if f is None:
+            return
+        self.add_module(name)
+        if f.name == "__init__.py":
+            for sub in sorted(f.parent.rglob("*.py")):
+                self.visit(sub.resolve(), ALL)
+
+    def visit(self, path: Path, names: set[str] | str = ALL) -> None:
+        path = path.resolve()
+        if not path.is_file():
+            return
+        self.files.add(path)
+        info = self.info(path)
+        want = set(info.defs) if names == ALL else set(names)
+        used = self._used.get(path)
+        if used is not None and want <= used:
+            return
+        self._used[path] = (used or set()) | want
+        new = want - (used or set())
+        nodes = info.closure(new) if used is None else [d for d in info.closure(new)
+                                                        if d not in info.module_nodes]
+        here = self.package_of(path) if self.module_name(path) is not None else None
+        for top in nodes:
+            for node in ast.walk(top):
+                self.node(node, path, here)
+
+    def node(self, node: ast.AST, path: Path, here: str | None) -> None:
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                self.add_name(a.name, path, ALL)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if here is None:
+                    return
+                parts = here.split(".")
+                base = ".".join(parts[: len(parts) - (node.level - 1)]) if node.level > 1 else here
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            names = {a.name for a in node.names}
+            subs = {n for n in names if self.module_file(f"{mod}.{n}") is not None}
+            self.add_name(mod, path, ALL if "*" in names else names - subs)
+            for n in sorted(subs):
+                self.add_module(f"{mod}.{n}")
+        elif isinstance(node, ast.Call):
+            self.dynamic(node, here)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            v = node.value
+            if v.startswith(self.package + ".") and v.replace(".", "").replace("_", "").isalnum() \
+                    and self.module_file(v) is not None:
+                self.add_module(v)
+
+    def add_name(self, name: str, importer: Path, names: set[str] | str = ALL) -> None:
+        if not name:
+            return
+        if name == self.package or name.startswith(self.package + "."):
+            self.add_module(name, names)
+        elif self.module_name(importer) is None:   # a script's sibling helper (scripts/_x.py)
+            sib = importer.parent / (name.split(".")[0] + ".py")
+            if sib.is_file():
+                self.visit(sib, ALL)
+
+    def dynamic(self, call: ast.Call, here: str | None) -> None:
+        f = call.func
+        fname = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else "")
+        if fname not in ("import_module", "__import__") or not call.args:
+            return
+        arg = call.args[0]
+        relative_pkg = here if (len(call.args) > 1 or any(k.arg == "package" for k in call.keywords)) else None
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            name = arg.value
+            if name.startswith(".") and relative_pkg:
+                name = relative_pkg + name if name != "." else relative_pkg
+            self.add_name(name, Path("/nonexistent/x.py"))
+            return
+        prefix = ""
+        if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+            prefix = str(arg.values[0].value)
+        elif isinstance(arg, ast.BinOp) and isinstance(arg.left, ast.Constant) and isinstance(arg.left.value, str):
+            prefix = arg.left.value
+        if prefix.startswith(".") and relative_pkg:
+            prefix = relative_pkg + prefix
+        if prefix.startswith(self.package):
+            self.add_package_tree(prefix.rstrip(".") if prefix.endswith(".") else prefix.rpartition(".")[0])
+
+
+@lru_cache(maxsize=None)
+def _code_files(script: str, src_root: str, package: str) -> tuple[str, ...]:
+    w = _Walker(Path(src_root), package)
+    w.visit(Path(script), ALL)
+    return tuple(sorted(str(f) for f in w.files))
+
+
+def code_files(script: str | Path, src_root: str | Path, package: str = PACKAGE) -> list[Path]:
+    """The script itself, its helper modules and every package file it reaches (sorted)."""
+    return [Path(f) for f in _code_files(str(Path(script).resolve()), str(Path(src_root).resolve()), package)]
+
+
+def code_hash(script: str | Path, src_root: str | Path, package: str = PACKAGE) -> str:
+    """A hash of the contents of `code_files` (paths relative to their roots, so a checkout
+    elsewhere hashes the same)."""
+    src = Path(src_root).resolve()
+    h = hashlib.sha256()
+    for f in code_files(script, src_root, package):
+        try:
+            rel = f.relative_to(src).as_posix()
+        except ValueError:
+            rel = f.name
+        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
