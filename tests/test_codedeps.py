@@ -55,18 +55,24 @@ def test_static_walk_follows_every_import_form_without_running_code(tmp_path):
         "src/doctune/kinds/__init__.py": ("import importlib\n"
                                           "def get(kind):\n    return importlib.import_module(f'.{kind}', __package__)\n"),
         "src/doctune/kinds/ahb.py": "",
+        "src/doctune/reg2/__init__.py": ("import importlib\n_M = {'a': 'a'}\n"
+                                         "def get(k):\n    m = _M[k]\n"
+                                         "    return importlib.import_module(m if '.' in m else f'{__name__}.{m}')\n"),
+        "src/doctune/reg2/a.py": "",
         "src/doctune/kinds/sub/x.py": "",
         "src/doctune/reg.py": "KINDS = {'s': 'doctune.registered'}\n",
         "src/doctune/registered.py": "",
         "src/doctune/other.py": "",
         "scripts/_helper.py": "",
-        "scripts/s.py": "import _helper\nfrom doctune.a import *\nfrom doctune.kinds import get\nimport doctune.reg\n",
+        "scripts/s.py": ("import _helper\nfrom doctune.a import *\nfrom doctune.kinds import get\nimport doctune.reg\n"
+                         "from doctune.reg2 import get as get2\n"),
     })
     got = rel_to(code_files(root / "scripts/s.py", root / "src"), root)
     assert got == {"scripts/s.py", "scripts/_helper.py", "src/doctune/__init__.py", "src/doctune/a.py",
                    "src/doctune/b.py", "src/doctune/c.py", "src/doctune/lazy.py", "src/doctune/deep/__init__.py",
                    "src/doctune/deep/mod.py", "src/doctune/kinds/__init__.py", "src/doctune/kinds/ahb.py",
-                   "src/doctune/kinds/sub/x.py", "src/doctune/reg.py", "src/doctune/registered.py"}
+                   "src/doctune/kinds/sub/x.py", "src/doctune/reg.py", "src/doctune/registered.py",
+                   "src/doctune/reg2/__init__.py", "src/doctune/reg2/a.py"}
     h = code_hash(root / "scripts/s.py", root / "src")
     (root / "src/doctune/other.py").write_text("changed = True\n")      # not reached: same hash
     from doctune import codedeps

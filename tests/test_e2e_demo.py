@@ -185,8 +185,8 @@ def test_provenance_trace(demo_run):
     ("data/posttrain.py", {"posttrain_data", "post_train"}, {"documents", "specs", "train_arm", "instruct_data"}),
     ("training/step.py", {"train_arm", "post_train", "completions"},
      {"documents", "specs", "instruct_data", "posttrain_data"}),
-    ("evaluation/airisk.py", {"score_ai_risk", "metrics", "summary"},
-     {"completions", "judge", "train_arm", "lm_eval", "documents"}),
+    ("evaluation/completions.py", {"completions", "judge", "metrics", "summary"},
+     {"score_ai_risk", "lm_eval", "train_arm", "post_train", "documents"}),
     ("stats.py", {"comparisons", "summary", "plots"},
      {"train_arm", "post_train", "completions", "judge", "metrics", "documents", "score_ai_risk"}),
 ])

@@ -172,7 +172,7 @@ class _Walker:
             for n in sorted(subs):
                 self.add_module(f"{mod}.{n}")
         elif isinstance(node, ast.Call):
-            self.dynamic(node, here)
+            self.dynamic(node, here, path)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             v = node.value
             if v.startswith(self.package + ".") and v.replace(".", "").replace("_", "").isalnum() \
@@ -189,28 +189,62 @@ class _Walker:
             if sib.is_file():
                 self.visit(sib, ALL)
 
-    def dynamic(self, call: ast.Call, here: str | None) -> None:
+    def dynamic(self, call: ast.Call, here: str | None, path: Path | None = None) -> None:
         f = call.func
         fname = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else "")
         if fname not in ("import_module", "__import__") or not call.args:
             return
-        arg = call.args[0]
         relative_pkg = here if (len(call.args) > 1 or any(k.arg == "package" for k in call.keywords)) else None
-        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-            name = arg.value
-            if name.startswith(".") and relative_pkg:
-                name = relative_pkg + name if name != "." else relative_pkg
-            self.add_name(name, Path("/nonexistent/x.py"))
-            return
-        prefix = ""
-        if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
-            prefix = str(arg.values[0].value)
-        elif isinstance(arg, ast.BinOp) and isinstance(arg.left, ast.Constant) and isinstance(arg.left.value, str):
-            prefix = arg.left.value
-        if prefix.startswith(".") and relative_pkg:
-            prefix = relative_pkg + prefix
-        if prefix.startswith(self.package):
-            self.add_package_tree(prefix.rstrip(".") if prefix.endswith(".") else prefix.rpartition(".")[0])
+        todo, exprs = [call.args[0]], []
+        while todo:                     # `a if c else b` may import either
+            e = todo.pop()
+            if isinstance(e, ast.IfExp):
+                todo += [e.body, e.orelse]
+            else:
+                exprs.append(e)
+        for arg in exprs:
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                name = arg.value
+                if name.startswith(".") and relative_pkg:
+                    name = relative_pkg + name if name != "." else relative_pkg
+                self.add_name(name, Path("/nonexistent/x.py"))
+                continue
+            prefix = self._prefix(arg, here, path)
+            if prefix is None:
+                continue
+            if prefix.startswith(".") and relative_pkg:
+                prefix = relative_pkg + prefix
+            if prefix.startswith(self.package):
+                self.add_package_tree(prefix.rstrip(".") if prefix.endswith(".") else prefix.rpartition(".")[0])
+
+    def _prefix(self, arg: ast.AST, here: str | None, path: Path | None) -> str | None:
+        """The statically known start of a computed module name (f-string or `+`), with
+        ``__name__``/``__package__`` resolved; None when it starts with something unknown."""
+        parts: list[ast.AST] = []
+        if isinstance(arg, ast.JoinedStr):
+            parts = list(arg.values)
+        elif isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Add):
+            stack = [arg]
+            while stack:
+                e = stack.pop()
+                if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Add):
+                    stack += [e.right, e.left]
+                else:
+                    parts.append(e)
+        else:
+            return None
+        out = ""
+        for p in parts:
+            v = p.value if isinstance(p, ast.FormattedValue) else p
+            if isinstance(v, ast.Constant) and isinstance(v.value, str):
+                out += v.value
+            elif isinstance(v, ast.Name) and v.id == "__package__" and here:
+                out += here
+            elif isinstance(v, ast.Name) and v.id == "__name__" and path is not None and self.module_name(path):
+                out += self.module_name(path)
+            else:
+                break
+        return out or None
 
 
 @lru_cache(maxsize=None)
