@@ -187,7 +187,7 @@ def test_provenance_trace(demo_run):
      {"documents", "specs", "instruct_data", "posttrain_data"}),
     ("evaluation/completions.py", {"completions", "judge", "metrics", "summary"},
      {"score_ai_risk", "lm_eval", "train_arm", "post_train", "documents"}),
-    ("stats.py", {"comparisons", "summary", "plots"},
+    ("stats.py", {"comparisons", "summary"},
      {"train_arm", "post_train", "completions", "judge", "metrics", "documents", "score_ai_risk"}),
 ])
 def test_package_code_change_reruns_its_rules_and_only_those(demo_run, module, reruns, untouched):
