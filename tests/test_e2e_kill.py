@@ -43,10 +43,12 @@ def test_killed_snakemake_reruns_with_the_same_command(tmp_path):
                                       "max_new_tokens": 256}
         for c in CORPORA:
             cfg["corpora"][c]["n"] = n
+        cfg["run_name"] = "kill"
+        run = work / "runs" / "kill"            # the run folder: Snakemake's working directory
         (work / "config/kill.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         targets = [f"results/documents/{c}.jsonl" for c in CORPORA]
         cmd = [sys.executable, "-m", "snakemake", *targets, "--configfile", "config/kill.yaml", "-c2"]
-        caches = [work / f"results/cache/documents/{c}.jsonl" for c in CORPORA]
+        caches = [run / f"results/cache/documents/{c}.jsonl" for c in CORPORA]
 
         def stored():
             return sum(len(read_jsonl(f, tolerate_torn_tail=True)) for f in caches if f.exists())
@@ -68,7 +70,7 @@ def test_killed_snakemake_reruns_with_the_same_command(tmp_path):
             logs.append(p.communicate(timeout=60)[0])
             kills += 1
             for f in targets:
-                assert not (work / f).exists()
+                assert not (run / f).exists()
         assert stored() < 2 * n
         final = subprocess.run(cmd, cwd=work, env=_env(), capture_output=True, timeout=600)
         out = final.stdout + final.stderr
@@ -81,8 +83,8 @@ def test_killed_snakemake_reruns_with_the_same_command(tmp_path):
     assert repeats <= served_faults + kills * 2 * conc
     sent = lost = ok = 0
     for c in CORPORA:
-        docs = read_jsonl(work / f"results/documents/{c}.jsonl")
-        rep = json.loads((work / f"results/documents/{c}.report.json").read_text())
+        docs = read_jsonl(run / f"results/documents/{c}.jsonl")
+        rep = json.loads((run / f"results/documents/{c}.report.json").read_text())
         api = rep["api"]
         assert rep["generated"] == len(docs) and len(docs) + rep["dropped"] == n
         assert api["runs"] >= 2 and api["in_flight_at_kill"] <= kills * conc
@@ -91,5 +93,5 @@ def test_killed_snakemake_reruns_with_the_same_command(tmp_path):
     assert sent - lost <= served <= sent
     assert ok == len(srv.request_counts)                         # every distinct request answered once
     blob = b"".join(logs).decode(errors="replace")
-    blob += "".join(f.read_text(errors="replace") for f in (work / "results").rglob("*") if f.is_file())
+    blob += "".join(f.read_text(errors="replace") for f in (run / "results").rglob("*") if f.is_file())
     assert CANARY not in blob
