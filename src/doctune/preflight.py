@@ -443,15 +443,23 @@ class _quiet:
         self.logger.setLevel(self.level)
 
 
-def _check_benchmark_data(name: str, b: dict) -> list[str]:
-    """Problems in a benchmark's local data: the kind's own check hook (its loader run on the
-    local files, nothing generated; see doctune.evaluation.kinds)."""
+def _kind_check(name: str, b: dict) -> list[str]:
+    """The benchmark kind's own `check(bench_cfg)` hook (config keys and local data files, no
+    download; see doctune.evaluation.kinds)."""
     from .evaluation.kinds import get_kind
 
     try:
-        return get_kind(b.get("kind")).check(b)
-    except (DataError, ValueError, OSError) as exc:
+        kind = get_kind(b.get("kind"))
+    except ValueError as exc:
         return [_msg(exc)]
+    try:
+        problems = list(kind.check(b) or [])
+    except (DataError, ValueError, OSError) as exc:
+        problems = [_msg(exc)]
+    # the hook names keys relative to the benchmark entry: make them full config keys
+    prefix = f"benchmarks.{name}."
+    return [re.sub(r"config key '(?!benchmarks\.)([^']*)'", lambda m: f"config key '{prefix}{m.group(1)}'", x)
+            for x in problems]
 
 
 def _check_benchmarks(ctx: _Ctx) -> None:
@@ -471,15 +479,13 @@ def _check_benchmarks(ctx: _Ctx) -> None:
             ctx.report.warn(_key(f"benchmarks.{name}.local_file"),
                             f"not set: lm-eval task {b.get('task')!r} reads its data from the hub, which is "
                             "offline here; unless lm-eval's dataset is cached it is reported missing")
+        with _quiet():
+            problems = _kind_check(name, b)
+        for problem in problems:
+            ctx.report.error("" if problem.startswith("config key") else f"benchmark {name!r}", problem)
         if not src.get("path") and src.get("dataset"):
             _check_hub_dataset(ctx, src, f"benchmarks.{name}.source.dataset",
                                f"benchmark {name!r} will be reported missing for every model")
-            continue
-        if _benchmark_local_files(b):
-            with _quiet():
-                problems = _check_benchmark_data(name, b)
-            for problem in problems:
-                ctx.report.error(f"benchmark {name!r}", problem)
 
 
 CHECKS: list[Callable[[_Ctx], None]] = [
