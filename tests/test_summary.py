@@ -83,8 +83,9 @@ def test_summary_counts_dropped_questions_and_names_their_tags(tmp_path):
                                                                "n": 3, "n_missing": 0}}, "overall_mean")
     doc = json.loads(open(p).read())
     doc["dataset"] = {"n_questions": 3, "n_dropped": 2, "dropped": [
-        {"id": "7", "why": "unknown tag", "tags": ["Moral Considerations"], "where": "q.jsonl:7"},
-        {"id": "9", "why": "empty tag", "tags": [""], "where": "q.jsonl:9"}]}
+        {"id": "7", "why": "tag(s) naming no dimension", "tags": ["Moral Considerations", "Sentience"],
+         "bad_tags": ["Moral Considerations"], "where": "q.jsonl:7"},
+        {"id": "9", "why": "tag(s) naming no dimension", "tags": [""], "where": "q.jsonl:9"}]}
     open(p, "w").write(json.dumps(doc))
     other = metrics_file(tmp_path, "base", "hellaswag", {"acc": {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4,
                                                                 "n": 8, "n_missing": 0}}, "acc")
@@ -94,4 +95,5 @@ def test_summary_counts_dropped_questions_and_names_their_tags(tmp_path):
     r = df[df.benchmark == "ahb"].iloc[0]
     assert r.n_dropped == 2 and r.n == 3
     assert "2 question(s) dropped" in r.note and "'Moral Considerations'" in r.note and "''" in r.note
+    assert "'Sentience'" not in r.note          # a good tag of a dropped question is not named
     assert pd.isna(df[df.benchmark == "hellaswag"].iloc[0].n_dropped)

@@ -51,15 +51,21 @@ def _dropped(doc: dict, path: str) -> tuple[int | None, str | None]:
     if not n:
         return n, None
     tags: list[str] = []
+    whys: list[str] = []
     for d in ds.get("dropped") or []:
         if not isinstance(d, dict):
             continue
-        for t in (d.get("tags") if isinstance(d.get("tags"), list) else [d.get("tags")]):
+        # the offending tags when the file says which (bad_tags), else all of the question's
+        bad = d.get("bad_tags") if d.get("bad_tags") else d.get("tags")
+        for t in (bad if isinstance(bad, list) else [bad]):
             t = "" if t is None else str(t)
             if repr(t) not in tags:
                 tags.append(repr(t))
-    what = f" (tags {', '.join(tags)})" if tags else ""
-    return n, f"{n} question(s) dropped by the loader{what}"
+        if d.get("why") and not d.get("bad_tags") and str(d["why"]) not in whys:
+            whys.append(str(d["why"]))
+    what = [f"tags {', '.join(tags)}"] if tags else []
+    what += whys
+    return n, f"{n} question(s) dropped by the loader" + (f" ({'; '.join(what)})" if what else "")
 
 
 def summary_rows(metrics_files: dict[str, dict[str, str]],

@@ -815,7 +815,7 @@ class AHBKind(BenchmarkKind):
             data = self.load(bench_cfg)
             extra["dataset"] = {"layout": data.info["layout"], "rows": data.info["n_rows"],
                                 "n_questions": len(data.items), "n_dropped": len(data.info["dropped"]),
-                                "dropped": [{k: d[k] for k in ("id", "why", "tags", "where")}
+                                "dropped": [{k: d[k] for k in ("id", "why", "tags", "bad_tags", "where")}
                                             for d in data.info["dropped"]]}
         except Exception as exc:  # noqa: BLE001 - the data may be unreachable here; metrics still stand
             extra["dataset"] = {"n_dropped": None, "error": f"{type(exc).__name__}: {exc}"[:500]}
