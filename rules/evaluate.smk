@@ -34,6 +34,7 @@ rule judge:
         data=lambda wc: local_inputs(wc.judged),
     output:
         "results/scores/{model}/{judged}.jsonl",
+        report="results/scores/{model}/{judged}.report.json",
     params:
         bench=lambda wc: config["benchmarks"][wc.judged],
         judges=lambda wc: resolved_judges(wc.judged),

@@ -6,5 +6,5 @@ from doctune.pipeline import run
 run(snakemake, lambda: judge_completions(
     completions=snakemake.input.completions, benchmark=snakemake.wildcards.judged,
     bench_cfg=dict(snakemake.params.bench), judges={k: dict(v) for k, v in snakemake.params.judges.items()},
-    out=snakemake.output[0], cache=snakemake.params.cache,
+    out=snakemake.output[0], cache=snakemake.params.cache, report=snakemake.output.report,
 ))

@@ -27,10 +27,9 @@ def estimate_cost(generator_cfg: dict, tokens_in: int, tokens_out: int) -> float
     """USD; 0 for local (hf) and file sources, None when the prices are not configured."""
     if generator_cfg.get("backend") in ("hf", "file"):
         return 0.0
-    pin, pout = generator_cfg.get("price_in_per_mtok"), generator_cfg.get("price_out_per_mtok")
-    if pin is None or pout is None:
-        return None
-    return round(tokens_in / 1e6 * float(pin) + tokens_out / 1e6 * float(pout), 6)
+    from ..llm.cache import api_cost
+
+    return api_cost(generator_cfg, tokens_in, tokens_out)
 
 
 def spend_report(generator_cfg: dict, r: dict, api: dict | None, kept: int) -> dict:
@@ -45,13 +44,10 @@ def spend_report(generator_cfg: dict, r: dict, api: dict | None, kept: int) -> d
                     "tokens_in": r["tokens_in"], "tokens_out": r["tokens_out"],
                     "estimated_cost_usd": estimate_cost(generator_cfg, r["tokens_in"], r["tokens_out"])})
         return out
-    # requests in flight at a kill may have been charged: at most their estimated input plus
-    # max output tokens, all at the output price
-    est = api["in_flight_est_tokens"]
+    from ..llm.cache import spend
+
     out.update({"retries": r["regenerations"] + api["retries"], "api_retries": api["retries"],
-                "tokens_in": api["tokens_in"], "tokens_out": api["tokens_out"],
-                "estimated_cost_usd": estimate_cost(generator_cfg, api["tokens_in"], api["tokens_out"]),
-                "estimated_cost_in_flight_max_usd": estimate_cost(generator_cfg, 0, est),
+                **spend(generator_cfg, api),
                 "api": {**api, "requests_per_kept": (round(api["requests_sent"] / kept, 4) if kept else None)}})
     return out
 

@@ -32,7 +32,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..io import AppendCache, DataError, read_jsonl, stable_hash, write_jsonl
+from ..io import AppendCache, DataError, atomic_write_json, read_jsonl, stable_hash, write_jsonl
 from ..llm.base import GenRequest
 from .kinds import BenchmarkKind, Verdict, get_kind
 from .kinds.ahb import parse_binary  # noqa: F401  (re-exported for older callers)
@@ -242,12 +242,15 @@ class Judge:
 
 def judge_completions(completions: str, benchmark: str, bench_cfg: dict, judges: dict[str, dict],
                       out: str, cache: str | None, *, backends: dict[str, Any] | None = None,
-                      resources_dir: str | None = None) -> dict:
+                      resources_dir: str | None = None, report: str | None = None) -> dict:
     """Judge every completion of one model on one benchmark with every judge in ``judges``
     ({name: resolved backend cfg}) and write one score line per judged unit to ``out``.
 
     ``backends`` ({judge name: Backend}) replaces make_backend (tests). Returns a summary
-    {"units", "null", "by_judge": {name: {"units", "null"}}}."""
+    {"units", "null", "by_judge": {name: {"units", "null"}}}, written to ``report`` when given;
+    for API judges each judge's entry adds ``api`` (the ledger beside its reply cache: requests
+    sent, replies by kind, retries, requests in flight at a kill, over every run, interrupted
+    ones included), tokens and estimated cost."""
     from tqdm.auto import tqdm
 
     kind = get_kind(bench_cfg.get("kind"))
@@ -269,6 +272,7 @@ def judge_completions(completions: str, benchmark: str, bench_cfg: dict, judges:
                 verdicts = judge.judge(kind, fmt, todo, progress=bar.update)
         finally:
             judge.close()
+        api = judge.backend.api_summary() if hasattr(judge.backend, "api_summary") else None
         vmap = {u["unit_id"]: v for u, v in zip(todo, verdicts)}
         n_null = 0
         for u in units:
@@ -285,12 +289,18 @@ def judge_completions(completions: str, benchmark: str, bench_cfg: dict, judges:
                 "truncated": bool(u.get("truncated")), **kind.unit_extra(u),
             })
         summary["by_judge"][jname] = {"units": len(units), "null": n_null}
+        if api is not None:
+            from ..llm.cache import spend
+
+            summary["by_judge"][jname].update({"model": judge.model_id, "api": api, **spend(judges[jname], api)})
         summary["units"] += len(units)
         summary["null"] += n_null
         if n_null:
             log.warning("judge %s on %s: %d of %d unit(s) have no verdict (null)", jname, benchmark,
                         n_null, len(units))
     write_jsonl(out, lines)
+    if report:
+        atomic_write_json(report, summary)
     return summary
 
 

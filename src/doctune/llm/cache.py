@@ -48,6 +48,23 @@ def storable(res: GenResult) -> bool:
     return res.finish_reason != FINISH_ERROR
 
 
+def api_cost(cfg: dict, tokens_in: int, tokens_out: int) -> float | None:
+    """USD for an API backend config (price_in_per_mtok, price_out_per_mtok); None when the
+    prices are not configured."""
+    pin, pout = cfg.get("price_in_per_mtok"), cfg.get("price_out_per_mtok")
+    if pin is None or pout is None:
+        return None
+    return round(tokens_in / 1e6 * float(pin) + tokens_out / 1e6 * float(pout), 6)
+
+
+def spend(cfg: dict, api: dict) -> dict:
+    """Tokens and cost of a ledger summary: what was spent over every run, and at most what the
+    requests in flight at a kill may have cost (their estimated tokens, all at the output price)."""
+    return {"tokens_in": api["tokens_in"], "tokens_out": api["tokens_out"],
+            "estimated_cost_usd": api_cost(cfg, api["tokens_in"], api["tokens_out"]),
+            "estimated_cost_in_flight_max_usd": api_cost(cfg, 0, api["in_flight_est_tokens"])}
+
+
 class Ledger:
     """Append-only JSONL record of API attempts, over every run that used one cache.
 
