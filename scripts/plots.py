@@ -3,7 +3,7 @@ import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from pathlib import Path
 
 from doctune import plots
-from doctune.config import JUDGED_KINDS
+from doctune.evaluation.kinds import judged_kinds
 from doctune.pipeline import run
 from doctune.training import plot_loss_curves
 
@@ -15,7 +15,7 @@ def main():
     files = {m: dict(b) for m, b in p.metrics_files.items()}
     kinds = dict(p.benchmarks)
     demo = bool(p.demo)
-    judged = {b: k for b, k in kinds.items() if k in JUDGED_KINDS}
+    judged = {b: k for b, k in kinds.items() if k in judged_kinds()}
     plots.robustness_curves(files, list(p.posttrain_arms), list(p.posttrain_sizes), judged,
                             snakemake.output.robustness, references=dict(p.base_of),
                             comparisons=plots.read_comparisons(snakemake.input.comparisons),
