@@ -150,8 +150,8 @@ def arm_data(unit):
     return [a["data"]]
 
 
-def judge_gpus(wc):
-    uses_hf = any(config["judges"][j]["backend"] == "hf" for j in config["benchmarks"][wc.judged]["judges"])
+def judge_gpus(bench):
+    uses_hf = any(config["judges"][j]["backend"] == "hf" for j in config["benchmarks"][bench]["judges"])
     return EVAL_RES["gpu"] if uses_hf else 0
 
 

@@ -2,101 +2,128 @@
 
 
 
-rule completions:
-    """Sample completions of one model on one judged benchmark (cached per item and epoch)."""
-    input:
-        spec=lambda wc: spec_file(wc.model),
-        data=lambda wc: local_inputs(wc.judged),
-    output:
-        "results/completions/{model}/{judged}.jsonl",
-    params:
-        bench=lambda wc: config["benchmarks"][wc.judged],
-        generation=lambda wc: gen_cfg(wc.judged),
-        cache=lambda wc: f"results/cache/completions/{wc.model}/{wc.judged}.jsonl",
-    log:
-        "results/logs/completions/{model}/{judged}.log",
-    benchmark:
-        "results/benchmarks/completions/{model}/{judged}.tsv"
-    threads: EVAL_RES["threads"]
-    resources:
-        **res_kw(config["evaluation"]),
-    conda:
-        "../envs/evaluate.yaml"
-    script:
-        "../scripts/completions.py"
+# One job per model and stage, for all of the model's benchmarks of that stage: the model (or the
+# judge) is loaded once per job, not once per benchmark (doctune.pipeline.run_each keeps missing
+# data and provenance per benchmark). Caches are per benchmark, so a rerun after a change to one
+# benchmark's settings regenerates only what changed and reloads the model once.
 
 
-rule judge:
-    """Judge completions: one verdict per question x dimension x variable combination x judge x epoch."""
-    input:
-        completions="results/completions/{model}/{judged}.jsonl",
-        judges=lambda wc: judge_inputs(wc.judged),
-        data=lambda wc: local_inputs(wc.judged),
-    output:
-        "results/scores/{model}/{judged}.jsonl",
-        report="results/scores/{model}/{judged}.report.json",
-    params:
-        bench=lambda wc: config["benchmarks"][wc.judged],
-        judges=lambda wc: resolved_judges(wc.judged),
-        cache=lambda wc: f"results/cache/judge/{wc.model}/{wc.judged}.jsonl",
-    log:
-        "results/logs/judge/{model}/{judged}.log",
-    benchmark:
-        "results/benchmarks/judge/{model}/{judged}.tsv"
-    threads: EVAL_RES["threads"]
-    resources:
-        gpu=judge_gpus,
-        mem_mb=EVAL_RES["mem_mb"],
-        runtime=EVAL_RES["runtime"],
-    conda:
-        "../envs/evaluate.yaml"
-    script:
-        "../scripts/judge.py"
+def stage_outputs(pattern, benches):
+    """One output per benchmark of a stage, for the job's model: pattern has {model} and {b}."""
+    return [pattern.replace("{b}", b) for b in benches]
 
 
-rule score_ai_risk:
-    """Power-seeking / corrigibility: log-probability of the matching answer under the chat template."""
-    input:
-        spec=lambda wc: spec_file(wc.model),
-        data=lambda wc: local_inputs(wc.logprob),
-    output:
-        "results/scores/{model}/{logprob}.jsonl",
-    params:
-        bench=lambda wc: config["benchmarks"][wc.logprob],
-    log:
-        "results/logs/score_ai_risk/{model}/{logprob}.log",
-    benchmark:
-        "results/benchmarks/score_ai_risk/{model}/{logprob}.tsv"
-    threads: EVAL_RES["threads"]
-    resources:
-        **res_kw(config["evaluation"]),
-    conda:
-        "../envs/evaluate.yaml"
-    script:
-        "../scripts/score_ai_risk.py"
+def stage_data(benches):
+    return sorted({f for b in benches for f in local_inputs(b)})
 
 
-rule lm_eval:
-    """An lm-eval task (e.g. HellaSwag) through lm-eval's Python API, with a cache per model."""
-    input:
-        spec=lambda wc: spec_file(wc.model),
-        data=lambda wc: local_inputs(wc.lmeval),
-    output:
-        "results/lm_eval/{model}/{lmeval}.json",
-    params:
-        bench=lambda wc: config["benchmarks"][wc.lmeval],
-        cache_dir=lambda wc: f"results/cache/lm_eval/{wc.model}",
-    log:
-        "results/logs/lm_eval/{model}/{lmeval}.log",
-    benchmark:
-        "results/benchmarks/lm_eval/{model}/{lmeval}.tsv"
-    threads: EVAL_RES["threads"]
-    resources:
-        **res_kw(config["evaluation"]),
-    conda:
-        "../envs/evaluate.yaml"
-    script:
-        "../scripts/lm_eval.py"
+if JUDGED:
+
+    rule completions:
+        """Sample completions of one model on every judged benchmark (cached per item and epoch)."""
+        input:
+            spec=lambda wc: spec_file(wc.model),
+            data=stage_data(JUDGED),
+        output:
+            stage_outputs("results/completions/{model}/{b}.jsonl", JUDGED),
+        params:
+            benches={b: config["benchmarks"][b] for b in JUDGED},
+            generation={b: gen_cfg(b) for b in JUDGED},
+            data={b: local_inputs(b) for b in JUDGED},
+            cache=lambda wc: {b: f"results/cache/completions/{wc.model}/{b}.jsonl" for b in JUDGED},
+        log:
+            "results/logs/completions/{model}.log",
+        benchmark:
+            "results/benchmarks/completions/{model}.tsv"
+        threads: EVAL_RES["threads"]
+        resources:
+            **res_kw(config["evaluation"]),
+        conda:
+            "../envs/evaluate.yaml"
+        script:
+            "../scripts/completions.py"
+
+    rule judge:
+        """Judge one model's completions on every judged benchmark: one verdict per question x
+        dimension x variable combination x judge x epoch."""
+        input:
+            completions=stage_outputs("results/completions/{model}/{b}.jsonl", JUDGED),
+            judges=sorted({f for b in JUDGED for f in judge_inputs(b)}),
+            data=stage_data(JUDGED),
+        output:
+            scores=stage_outputs("results/scores/{model}/{b}.jsonl", JUDGED),
+            reports=stage_outputs("results/scores/{model}/{b}.report.json", JUDGED),
+        params:
+            benches={b: config["benchmarks"][b] for b in JUDGED},
+            judges={b: resolved_judges(b) for b in JUDGED},
+            data={b: local_inputs(b) for b in JUDGED},
+            cache=lambda wc: {b: f"results/cache/judge/{wc.model}/{b}.jsonl" for b in JUDGED},
+        log:
+            "results/logs/judge/{model}.log",
+        benchmark:
+            "results/benchmarks/judge/{model}.tsv"
+        threads: EVAL_RES["threads"]
+        resources:
+            gpu=max(judge_gpus(b) for b in JUDGED),
+            mem_mb=EVAL_RES["mem_mb"],
+            runtime=EVAL_RES["runtime"],
+        conda:
+            "../envs/evaluate.yaml"
+        script:
+            "../scripts/judge.py"
+
+
+if LOGPROB:
+
+    rule score_ai_risk:
+        """Benchmarks of stage "logprob" (power-seeking, corrigibility): log-probability of the
+        matching answer under the chat template, for one model on all of them."""
+        input:
+            spec=lambda wc: spec_file(wc.model),
+            data=stage_data(LOGPROB),
+        output:
+            stage_outputs("results/scores/{model}/{b}.jsonl", LOGPROB),
+        params:
+            benches={b: config["benchmarks"][b] for b in LOGPROB},
+            data={b: local_inputs(b) for b in LOGPROB},
+        log:
+            "results/logs/score_ai_risk/{model}.log",
+        benchmark:
+            "results/benchmarks/score_ai_risk/{model}.tsv"
+        threads: EVAL_RES["threads"]
+        resources:
+            **res_kw(config["evaluation"]),
+        conda:
+            "../envs/evaluate.yaml"
+        script:
+            "../scripts/score_ai_risk.py"
+
+
+if LMEVAL:
+
+    rule lm_eval:
+        """lm-eval tasks (e.g. HellaSwag) through lm-eval's Python API for one model, with a cache
+        per model; one task index for the needed tasks only."""
+        input:
+            spec=lambda wc: spec_file(wc.model),
+            data=stage_data(LMEVAL),
+        output:
+            stage_outputs("results/lm_eval/{model}/{b}.json", LMEVAL),
+        params:
+            benches={b: config["benchmarks"][b] for b in LMEVAL},
+            data={b: local_inputs(b) for b in LMEVAL},
+            cache_dir=lambda wc: f"results/cache/lm_eval/{wc.model}",
+        log:
+            "results/logs/lm_eval/{model}.log",
+        benchmark:
+            "results/benchmarks/lm_eval/{model}.tsv"
+        threads: EVAL_RES["threads"]
+        resources:
+            **res_kw(config["evaluation"]),
+        conda:
+            "../envs/evaluate.yaml"
+        script:
+            "../scripts/lm_eval.py"
 
 
 rule metrics:

@@ -1,8 +1,22 @@
-"""rule lm_eval: benchmarks of stage "lm_eval" (an lm-eval task through its Python API)."""
+"""rule lm_eval: benchmarks of stage "lm_eval" (lm-eval tasks through its Python API) for one model;
+the model is loaded once and shared by the tasks."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
-from doctune.evaluation.kinds import get_kind
-from doctune.pipeline import load_spec, run
+from pathlib import Path
 
-bench = dict(snakemake.params.bench)
-run(snakemake, lambda: get_kind(bench["kind"]).run(load_spec(snakemake.input.spec), bench, snakemake.output[0],
-                                                    cache_dir=snakemake.params.cache_dir))
+from doctune.evaluation.kinds import get_kind
+from doctune.pipeline import load_spec, run_each
+
+sm = snakemake
+p = sm.params
+spec = load_spec(sm.input.spec)
+shared = {}  # the loaded model, made on first need
+
+
+def unit(bench, out):
+    cfg = dict(p.benches[bench])
+    return {"name": bench, "outputs": [out], "inputs": [sm.input.spec, *p.data[bench]], "config": {"bench": cfg},
+            "body": lambda: get_kind(cfg["kind"]).run(spec, cfg, out, cache_dir=p.cache_dir, shared=shared)}
+
+
+assert [Path(o).name.rsplit(".", 1)[0] for o in sm.output] == list(p.benches), "outputs and benchmarks out of step"
+run_each(sm, [unit(b, o) for b, o in zip(p.benches, sm.output)])

@@ -1,7 +1,22 @@
-"""rule score_ai_risk: benchmarks of stage "logprob" (answer log-probabilities, e.g. advanced-ai-risk)."""
+"""rule score_ai_risk: benchmarks of stage "logprob" (answer log-probabilities, e.g. advanced-ai-risk)
+for one model; the model is loaded once and shared by the benchmarks with the same settings."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
-from doctune.evaluation.kinds import get_kind
-from doctune.pipeline import load_spec, run
+from pathlib import Path
 
-bench = dict(snakemake.params.bench)
-run(snakemake, lambda: get_kind(bench["kind"]).run(load_spec(snakemake.input.spec), bench, snakemake.output[0]))
+from doctune.evaluation.kinds import get_kind
+from doctune.pipeline import load_spec, run_each
+
+sm = snakemake
+p = sm.params
+spec = load_spec(sm.input.spec)
+backends = {}
+
+
+def unit(bench, out):
+    cfg = dict(p.benches[bench])
+    return {"name": bench, "outputs": [out], "inputs": [sm.input.spec, *p.data[bench]], "config": {"bench": cfg},
+            "body": lambda: get_kind(cfg["kind"]).run(spec, cfg, out, backends=backends)}
+
+
+assert [Path(o).name.rsplit(".", 1)[0] for o in sm.output] == list(p.benches), "outputs and benchmarks out of step"
+run_each(sm, [unit(b, o) for b, o in zip(p.benches, sm.output)])

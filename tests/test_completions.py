@@ -137,3 +137,23 @@ def test_builds_its_own_backend_from_spec(tmp_path, tiny_spec):
                                       str(tmp_path / "c.jsonl"), items=ITEMS[:2])
     assert stats["generated"] == 2
     assert all(r["generation"]["backend"] == "hf" for r in read_jsonl(out))
+
+
+def test_one_model_load_for_several_benchmarks(tmp_path, tiny_spec, backend, monkeypatch):
+    """A job running a model on each of its benchmarks loads it once (shared `backends`); a
+    benchmark with different backend settings gets its own."""
+    made = []
+
+    def make(spec, g, kind):
+        made.append(g["batch_size"])
+        return Counting(backend)
+
+    monkeypatch.setattr(comp, "make_generation_backend", make)
+    shared = {}
+    for bench in ("ahb", "human_compassion"):
+        comp.generate_completions(tiny_spec, bench, {}, {**GEN, "epochs": 1}, str(tmp_path / f"{bench}.jsonl"),
+                                  str(tmp_path / f"{bench}.cache.jsonl"), items=ITEMS[:2], backends=shared)
+    assert made == [4]
+    comp.generate_completions(tiny_spec, "sr", {}, {**GEN, "epochs": 1, "batch_size": 2}, str(tmp_path / "sr.jsonl"),
+                              str(tmp_path / "sr.cache.jsonl"), items=ITEMS[:2], backends=shared)
+    assert made == [4, 2] and len(shared) == 2

@@ -291,3 +291,27 @@ def test_hf_judge_tiny_model(tmp_path, ahb_cfg, tiny_spec):
         p1 = math.exp(lp["1"]) / (math.exp(lp["0"]) + math.exp(lp["1"]))
         assert r["prob"] == pytest.approx(p1) and 0 < r["prob"] < 1
         assert r["judge_model"].startswith("hf:")
+
+
+def test_shared_judge_backend_is_made_once_and_left_open(tmp_path, ahb_cfg, monkeypatch):
+    """One judge job for all of a model's benchmarks: each judge's backend is made on first use,
+    reused for the next benchmark and not closed in between."""
+    from doctune.evaluation import judging
+
+    made, closed = [], []
+
+    class Open(FakeLogprob):
+        def close(self):
+            closed.append(1)
+
+    def make_backend(cfg, **kw):
+        made.append(cfg)
+        return Open(lambda prompt, label: math.log(0.5))
+
+    monkeypatch.setattr("doctune.llm.base.make_backend", make_backend)
+    comp = _completions(tmp_path / "c.jsonl", ["0"])
+    shared = judging.shared_judge_backends()
+    for i in range(2):
+        judging.judge_completions(comp, "ahb", ahb_cfg, {"lp": {"backend": "hf"}}, str(tmp_path / f"s{i}.jsonl"),
+                                  None, backends=shared)
+    assert len(made) == 1 and not closed

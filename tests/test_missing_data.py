@@ -147,3 +147,44 @@ def test_rating_sample_skips_benchmarks_whose_data_was_missing(tmp_path):
     n = export_rating_sample({"m": {"ahb": str(scores)}}, {"m": {"ahb": str(comps)}}, 2, 0,
                              str(tmp_path / "a.csv"), str(tmp_path / "a.html"), str(tmp_path / "k.json"))
     assert n == 0
+
+
+def test_one_job_for_several_benchmarks_keeps_missing_data_per_benchmark(tmp_path):
+    """run_each (one model, all its benchmarks in one job): an unavailable data set or a marker
+    input makes only that benchmark's outputs markers; the others run, each output's provenance
+    names its own inputs only."""
+    from doctune.pipeline import run_each
+    from doctune.provenance import sidecar_path
+
+    res = tmp_path / "results"
+    upstream = res / "completions/m/sr.jsonl"
+    write_missing_marker(upstream, "sr data: gated")
+    ok_in = res / "completions/m/ahb.jsonl"
+    ok_in.parent.mkdir(parents=True, exist_ok=True)
+    ok_in.write_text('{"id": "1"}\n')
+    outs = {b: res / f"scores/m/{b}.jsonl" for b in ("ahb", "hc", "sr")}
+    ran = []
+
+    def body(b):
+        def f():
+            ran.append(b)
+            if b == "hc":
+                raise DataUnavailable("hc dataset offline")
+            outs[b].parent.mkdir(parents=True, exist_ok=True)
+            outs[b].write_text('{"score": 1}\n')
+            return b
+        return f
+
+    units = [{"name": "ahb", "outputs": [outs["ahb"]], "inputs": [ok_in], "config": {"k": 1}, "body": body("ahb")},
+             {"name": "hc", "outputs": [outs["hc"]], "inputs": [], "config": {}, "body": body("hc")},
+             {"name": "sr", "outputs": [outs["sr"]], "inputs": [upstream], "config": {}, "body": body("sr")}]
+    got = run_each(FakeSM("judge", [], list(outs.values()), tmp_path), units)
+    assert got == {"ahb": "ahb", "hc": None, "sr": None} and ran == ["ahb", "hc"]  # sr's body never ran
+    assert missing_marker(outs["ahb"]) is None
+    assert "hc dataset offline" in missing_marker(outs["hc"]) and missing_marker(outs["sr"]) == "sr data: gated"
+    rec = json.loads(sidecar_path(str(outs["ahb"])).read_text())
+    assert list(rec["inputs"]) == [str(ok_in)] and rec["config_slice"] == {"k": 1}
+    # a real failure still fails the job
+    units[0]["body"] = lambda: 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        run_each(FakeSM("judge", [], list(outs.values()), tmp_path), units[:1])

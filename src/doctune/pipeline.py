@@ -134,6 +134,50 @@ def run(sm, body: Callable[[], Any]) -> Any:
     return result
 
 
+def run_each(sm, units: list[dict]) -> dict[str, Any]:
+    """One job doing several independent pieces of work, e.g. one model on each of its
+    benchmarks, so that the model is loaded once per job instead of once per benchmark. Each
+    unit, {"name", "outputs", "inputs", "config", "body"}, is handled as `run` handles a whole
+    job: its outputs become missing markers when one of its own inputs is a marker or its data
+    is unavailable (the other units go on), and its outputs get provenance records naming its
+    own inputs and config slice. Returns {name: body result (None for a missing unit)}."""
+    from .io import missing_marker, write_missing_marker
+
+    log_path = sm.log[0] if len(sm.log) else None
+    log = setup_logging(log_path)
+    rule = getattr(sm, "rule", "?")
+    log.info("rule %s: start (%d units: %s)", rule, len(units), ", ".join(u["name"] for u in units))
+    t0 = time.time()
+    results: dict[str, Any] = {}
+    for u in units:
+        name, outputs, inputs = u["name"], list(map(str, u["outputs"])), list(map(str, u["inputs"]))
+        t1 = time.time()
+        upstream = [(p, r) for p in inputs if (r := missing_marker(p))]
+        reason = None
+        if upstream and rule in PROPAGATE_MISSING:
+            reason = upstream[0][1]
+            log.warning("rule %s/%s: input %s is missing (%s); writing missing markers", rule, name,
+                        upstream[0][0], reason)
+        else:
+            log.info("rule %s/%s: start", rule, name)
+            try:
+                results[name] = u["body"]()
+            except Exception as exc:
+                if rule not in PROPAGATE_MISSING or not data_unavailable(exc):
+                    log.exception("rule %s/%s failed", rule, name)
+                    raise
+                reason = f"data unavailable: {type(exc).__name__}: {exc}"[:2000]
+                log.warning("rule %s/%s: %s; writing missing markers, the run goes on", rule, name, reason)
+        if reason is not None:
+            for out in outputs:
+                write_missing_marker(out, reason)
+            results[name] = None
+        write_provenance(outputs, inputs, _plain(u.get("config") or {}), rule)
+        log.info("rule %s/%s: done in %.1f s", rule, name, time.time() - t1)
+    log.info("rule %s: done in %.1f s", rule, time.time() - t0)
+    return results
+
+
 def write_provenance(outputs: list[str], inputs: list[str], config_slice: dict, rule: str) -> None:
     try:
         from .provenance import write_sidecar

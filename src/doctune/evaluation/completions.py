@@ -90,11 +90,13 @@ def request_seed(base_seed: int, benchmark: str, item_id: str, epoch: int) -> in
 
 
 def generate_completions(spec: dict, benchmark: str, bench_cfg: dict, gen_cfg: dict, out: str, cache: str,
-                         items: list[dict] | None = None, backend=None) -> dict:
+                         items: list[dict] | None = None, backend=None, backends: dict | None = None) -> dict:
     """Write every (item, epoch) completion of `spec` on `benchmark` to `out`.
 
     `items` ([{"id", "prompt"|"messages", "system"?}]) bypasses the benchmark loader; `backend`
-    may be passed to reuse a loaded model (it is only used when something is missing).
+    may be passed to reuse a loaded model (it is only used when something is missing);
+    `backends` ({settings: backend}), shared between calls, keeps each backend this function
+    makes, so one job can run a model on several benchmarks and load it once.
     Returns {"rows", "generated", "cached"}."""
     g = {**GEN_DEFAULTS, **{k: v for k, v in (gen_cfg or {}).items() if v is not None}}
     for k in ("max_new_tokens", "batch_size", "epochs"):
@@ -134,7 +136,11 @@ def generate_completions(spec: dict, benchmark: str, bench_cfg: dict, gen_cfg: d
         if missing:
             kind = getattr(backend, "kind", None) or (resolve_backend_kind(g["backend"]) if backend is None else "hf")
             if backend is None:
-                backend = make_generation_backend(spec, g, kind)
+                bkey = (kind, *(str(g.get(k)) for k in ("batch_size", "cache_implementation", "compile",
+                                                         "device", "dtype", "seed")))
+                backend = (backends or {}).get(bkey) or make_generation_backend(spec, g, kind)
+                if backends is not None:
+                    backends[bkey] = backend
             from tqdm import tqdm
 
             bar = tqdm(total=len(missing), desc=f"completions {model_name}/{benchmark}", file=sys.stderr)

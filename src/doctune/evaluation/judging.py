@@ -78,11 +78,32 @@ def _cache_file(cache: str | None, judge: str, suffix: str) -> str | None:
     return str(p / f"{judge}{suffix}.jsonl")
 
 
+class SharedJudgeBackends(dict):
+    """Judge backends shared by several ``judge_completions`` calls (one job judging a model on
+    each of its benchmarks): each is made on first use and stays open for the next call."""
+
+    def get_or_make(self, name: str, cfg: dict) -> Any:
+        from ..io import stable_hash
+
+        key = (name, stable_hash(cfg))
+        if key not in self:
+            from ..llm.base import make_backend
+
+            self[key] = make_backend(cfg)
+        return self[key]
+
+
+def shared_judge_backends() -> SharedJudgeBackends:
+    return SharedJudgeBackends()
+
+
 class Judge:
-    """One configured judge. ``backend`` may be given (tests); otherwise built with make_backend."""
+    """One configured judge. ``backend`` may be given (tests, or shared between benchmarks: then
+    it is not closed here); otherwise built with make_backend."""
 
     def __init__(self, name: str, cfg: dict, cache: str | None = None, backend: Any = None):
         self.name = name
+        self.owns_backend = backend is None
         self.cfg = {**JUDGE_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
         self.max_retries = int(self.cfg["parse_retries"])
         if self.max_retries < 0:
@@ -230,6 +251,8 @@ class Judge:
     def close(self) -> None:
         if self.lp_cache is not None:
             self.lp_cache.close()
+        if not self.owns_backend:
+            return
         try:
             self.backend.close()
         except Exception:  # pragma: no cover - closing must not hide results
@@ -246,7 +269,8 @@ def judge_completions(completions: str, benchmark: str, bench_cfg: dict, judges:
     """Judge every completion of one model on one benchmark with every judge in ``judges``
     ({name: resolved backend cfg}) and write one score line per judged unit to ``out``.
 
-    ``backends`` ({judge name: Backend}) replaces make_backend (tests). Returns a summary
+    ``backends`` ({judge name: Backend}) replaces make_backend (tests); a SharedJudgeBackends
+    makes each judge's backend once for several calls. Returns a summary
     {"units", "null", "by_judge": {name: {"units", "null"}}}, written to ``report`` when given;
     for API judges each judge's entry adds ``api`` (the ledger beside its reply cache: requests
     sent, replies by kind, retries, requests in flight at a kill, over every run, interrupted
@@ -263,7 +287,11 @@ def judge_completions(completions: str, benchmark: str, bench_cfg: dict, judges:
     lines: list[dict] = []
     summary: dict[str, Any] = {"units": 0, "null": 0, "by_judge": {}}
     for jname in sorted(judges):
-        judge = Judge(jname, judges[jname], cache=cache, backend=(backends or {}).get(jname))
+        if isinstance(backends, SharedJudgeBackends):
+            backend = backends.get_or_make(jname, judges[jname])
+        else:
+            backend = (backends or {}).get(jname)
+        judge = Judge(jname, judges[jname], cache=cache, backend=backend)
         fmt = judge.format_for(kind, bench_cfg)
         try:
             todo = [u for u in units if not u["missing_completion"]]

@@ -159,16 +159,21 @@ def score_items(backend, items: list[dict], bench_cfg: dict) -> list[dict]:
     return rows
 
 
-def score_ai_risk(spec: dict, bench_cfg: dict, out: str, backend=None) -> list[dict]:
+def score_ai_risk(spec: dict, bench_cfg: dict, out: str, backend=None, backends: dict | None = None) -> list[dict]:
     """Score every item for one model and write the JSONL described in the module docstring.
 
-    `backend` (an HFBackend) may be passed to reuse a loaded model."""
+    `backend` (an HFBackend) may be passed to reuse a loaded model; `backends` ({settings:
+    backend}), shared between calls, keeps the backend made here for the next benchmark."""
     items = load_items(bench_cfg)
     if backend is None:
         from ...llm.hf import HFBackend
 
-        backend = HFBackend({"backend": "hf", "spec": spec, "batch_size": int(bench_cfg.get("batch_size") or 16),
-                             "device": bench_cfg.get("device"), "dtype": bench_cfg.get("dtype")})
+        cfg = {"backend": "hf", "spec": spec, "batch_size": int(bench_cfg.get("batch_size") or 16),
+               "device": bench_cfg.get("device"), "dtype": bench_cfg.get("dtype")}
+        key = (cfg["batch_size"], str(cfg["device"]), str(cfg["dtype"]))
+        backend = (backends or {}).get(key) or HFBackend(cfg)
+        if backends is not None:
+            backends[key] = backend
     rows = score_items(backend, items, bench_cfg)
     write_jsonl(out, rows)
     return rows
@@ -213,7 +218,7 @@ class AIRiskKind(BenchmarkKind):
         return []
 
     def run(self, spec: dict, bench_cfg: dict, out: str, **kw: Any) -> Any:
-        return score_ai_risk(spec, bench_cfg, out, backend=kw.get("backend"))
+        return score_ai_risk(spec, bench_cfg, out, backend=kw.get("backend"), backends=kw.get("backends"))
 
     def metrics(self, scores: list[dict], bench_cfg: dict, n_bootstrap: int, seed: int) -> tuple[dict, dict, dict]:
         prefers: dict[str, float | None] = {}

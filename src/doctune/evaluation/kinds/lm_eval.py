@@ -117,10 +117,11 @@ def _write(out: str, task: str, spec: dict, bench_cfg: dict, local_file: Path | 
 
 
 def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = None, *,
-                model=None, tokenizer=None) -> dict:
+                model=None, tokenizer=None, shared: dict | None = None) -> dict:
     """Run one lm-eval task for one model; write and return the JSON described above.
 
-    `model`/`tokenizer` may be given to reuse an already loaded pair (tests)."""
+    `model`/`tokenizer` may be given to reuse an already loaded pair (tests); `shared` (a dict
+    kept between calls) holds the pair loaded here, so several tasks of one job load it once."""
     task = bench_cfg.get("task")
     if not task or not isinstance(task, str):
         raise ValueError("lm_eval benchmark config needs 'task' (an lm-eval task name)")
@@ -167,12 +168,17 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
     # 2. Evaluate: errors here are real failures and raise.
     from lm_eval.models.huggingface import HFLM
 
+    mkey = (str(bench_cfg.get("device")), str(bench_cfg.get("dtype")))
+    if model is None and shared is not None and mkey in shared:
+        model, tokenizer = shared[mkey]
     if model is None:
         from ...models import load_model
 
         log.info("lm-eval: loading model %s", spec.get("name"))
         model, tokenizer = load_model(spec, device=bench_cfg.get("device"), dtype=bench_cfg.get("dtype"),
                                       merge_all=True)
+        if shared is not None:
+            shared[mkey] = (model, tokenizer)
     batch_size = bench_cfg.get("batch_size") or 8
     if not (batch_size == "auto" or (isinstance(batch_size, int) and batch_size >= 1)):
         raise ValueError(f"lm_eval benchmark {task!r}: batch_size must be a positive integer or 'auto', "
@@ -294,7 +300,7 @@ class LMEvalKind(BenchmarkKind):
 
     def run(self, spec: dict, bench_cfg: dict, out: str, **kw: Any) -> Any:
         return run_lm_eval(spec, bench_cfg, out, kw.get("cache_dir"), model=kw.get("model"),
-                           tokenizer=kw.get("tokenizer"))
+                           tokenizer=kw.get("tokenizer"), shared=kw.get("shared"))
 
     def read_scores(self, path: str) -> Any:
         from ...io import DataError, read_json
