@@ -155,8 +155,8 @@ def judge_gpus(bench):
     return EVAL_RES["gpu"] if uses_hf else 0
 
 
-def metrics_input(wc):
-    return KIND_OF[wc.benchmark].output_file(wc.model, wc.benchmark)
+def metrics_input(model, bench):
+    return KIND_OF[bench].output_file(model, bench)
 
 
 def replay_corpora(unit):
@@ -180,6 +180,15 @@ def alias_source(unit):
     arm, seed = dc.split_unit(unit)
     src = config["arms"][arm]["init_from"]
     return src if seed is None else f"{src}@{seed}"
+
+
+def stage_outputs(pattern, benches):
+    """One output per benchmark of a stage, for the job's model: pattern has {model} and {b}."""
+    return [pattern.replace("{b}", b) for b in benches]
+
+
+def stage_data(benches):
+    return sorted({f for b in benches for f in local_inputs(b)})
 
 
 # Code dependencies: Snakemake's `code` trigger sees only a rule's own script. Every rule with a

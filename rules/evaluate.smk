@@ -8,15 +8,6 @@
 # benchmark's settings regenerates only what changed and reloads the model once.
 
 
-def stage_outputs(pattern, benches):
-    """One output per benchmark of a stage, for the job's model: pattern has {model} and {b}."""
-    return [pattern.replace("{b}", b) for b in benches]
-
-
-def stage_data(benches):
-    return sorted({f for b in benches for f in local_inputs(b)})
-
-
 if JUDGED:
 
     rule completions:
@@ -127,20 +118,21 @@ if LMEVAL:
 
 
 rule metrics:
-    """Aggregate one model's scores on one benchmark: metrics with bootstrap CIs, n and n_missing."""
+    """Aggregate one model's scores on every benchmark: metrics with bootstrap CIs, n and n_missing."""
     input:
-        scores=metrics_input,
-        data=lambda wc: local_inputs(wc.benchmark),
+        scores=lambda wc: [metrics_input(wc.model, b) for b in BENCHMARKS],
+        data=stage_data(BENCHMARKS),
     output:
-        "results/metrics/{model}/{benchmark}.json",
+        stage_outputs("results/metrics/{model}/{b}.json", BENCHMARKS),
     params:
-        bench=lambda wc: config["benchmarks"][wc.benchmark],
+        benches={b: config["benchmarks"][b] for b in BENCHMARKS},
+        data={b: local_inputs(b) for b in BENCHMARKS},
         n_bootstrap=config["evaluation"]["n_bootstrap"],
         seed=config["seed"],
     log:
-        "results/logs/metrics/{model}/{benchmark}.log",
+        "results/logs/metrics/{model}.log",
     benchmark:
-        "results/benchmarks/metrics/{model}/{benchmark}.tsv"
+        "results/benchmarks/metrics/{model}.tsv"
     threads: 1
     resources:
         mem_mb=2000,

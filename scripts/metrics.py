@@ -1,10 +1,22 @@
-"""rule metrics: aggregate a model's scores on a benchmark."""
+"""rule metrics: aggregate a model's scores on each of its benchmarks (one job per model)."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
-from doctune.evaluation.metrics import compute_metrics
-from doctune.pipeline import run
+from pathlib import Path
 
-run(snakemake, lambda: compute_metrics(
-    snakemake.wildcards.model, snakemake.wildcards.benchmark, dict(snakemake.params.bench),
-    snakemake.input.scores, snakemake.output[0], n_bootstrap=int(snakemake.params.n_bootstrap),
-    seed=int(snakemake.params.seed),
-))
+from doctune.evaluation.metrics import compute_metrics
+from doctune.pipeline import run_each
+
+sm = snakemake
+p = sm.params
+model = sm.wildcards.model
+
+
+def unit(bench, scores, out):
+    cfg = dict(p.benches[bench])
+    return {"name": bench, "outputs": [out], "inputs": [scores, *p.data[bench]],
+            "config": {"bench": cfg, "n_bootstrap": p.n_bootstrap, "seed": p.seed},
+            "body": lambda: compute_metrics(model, bench, cfg, scores, out, n_bootstrap=int(p.n_bootstrap),
+                                            seed=int(p.seed))}
+
+
+assert [Path(o).name.rsplit(".", 1)[0] for o in sm.output] == list(p.benches), "outputs and benchmarks out of step"
+run_each(sm, [unit(b, s, o) for b, s, o in zip(p.benches, sm.input.scores, sm.output)])
