@@ -4,7 +4,7 @@
     python benchmarks/demo_timing.py [--cores 2] [--keep]
 
 Prints the wall time, the goal (10 minutes on 2 cores) as a ratio, and the time per rule from
-Snakemake's benchmark files (runs/demo/results/benchmarks/**.tsv)."""
+Snakemake's benchmark files (runs/tiny/results/benchmarks/**.tsv)."""
 from __future__ import annotations
 
 import argparse
@@ -41,7 +41,7 @@ def main() -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/demo.yaml",
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/tiny.yaml",
                            f"-c{args.cores}", "--quiet", "progress"], cwd=work, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:

@@ -19,7 +19,7 @@ def load(name: str) -> dict:
     return yaml.safe_load((REPO / "config" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "config.yaml", "small.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "config.yaml", "small.yaml"])
 def test_shipped_configs_validate(name):
     cfg = validate_config(load(name), SCHEMA)
     assert all_models(cfg)
@@ -52,7 +52,7 @@ def test_every_schema_key_is_typed_described_and_defaulted():
 
 
 def test_defaults_are_filled():
-    cfg = validate_config(load("demo.yaml"), SCHEMA)
+    cfg = validate_config(load("tiny.yaml"), SCHEMA)
     assert cfg["training"]["lr_scheduler"] == "cosine"
     assert cfg["evaluation"]["generation"]["seed"] == 0
     assert cfg["benchmarks"]["ahb"]["source"]["revision"] is None
@@ -72,7 +72,7 @@ def test_defaults_are_filled():
     (lambda c: c["evaluation"]["generation"].__setitem__("batch_size", 0), "evaluation.generation.batch_size"),
 ])
 def test_bad_values_name_the_key(edit, expect):
-    cfg = load("demo.yaml")
+    cfg = load("tiny.yaml")
     edit(cfg)
     with pytest.raises(ConfigError) as exc:
         validate_config(cfg, SCHEMA)
@@ -80,7 +80,7 @@ def test_bad_values_name_the_key(edit, expect):
 
 
 def test_arm_overrides_merge():
-    cfg = load("demo.yaml")
+    cfg = load("tiny.yaml")
     cfg["arms"]["doc"]["training"] = {"lora": {"r": 2}, "learning_rate": 0.5}
     cfg = validate_config(cfg, SCHEMA)
     t = arm_train_cfg(cfg, "doc")
@@ -96,7 +96,7 @@ def smk(*args, cwd=REPO, env=None):
 
 
 def test_wrong_key_stops_snakemake_before_any_job(tmp_path):
-    cfg = load("demo.yaml")
+    cfg = load("tiny.yaml")
     cfg["training"]["lora"]["r"] = "eight"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
@@ -107,7 +107,7 @@ def test_wrong_key_stops_snakemake_before_any_job(tmp_path):
 
 
 def test_snakemake_lint_is_clean():
-    proc = smk("--lint", "--configfile", "config/demo.yaml")
+    proc = smk("--lint", "--configfile", "config/tiny.yaml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
@@ -133,8 +133,8 @@ def test_config_reference_is_current():
 
 
 def test_config_key_order_does_not_matter():
-    a = validate_config(load("demo.yaml"), SCHEMA)
-    raw = load("demo.yaml")
+    a = validate_config(load("tiny.yaml"), SCHEMA)
+    raw = load("tiny.yaml")
     raw["training"] = dict(reversed(list(raw["training"].items())))
     b = validate_config(raw, SCHEMA)
     assert list(a["training"]) == list(b["training"])
@@ -146,7 +146,7 @@ def test_schema_filled_nulls_mean_unset_to_the_stages(tmp_path):
     from doctune.evaluation.kinds.ai_risk import load_items
     from doctune.evaluation.benchmarks import load_prompts
 
-    cfg = load("demo.yaml")
+    cfg = load("tiny.yaml")
     cfg["benchmarks"]["strongreject"]["max_items"] = 3
     cfg["benchmarks"]["pw"] = {"kind": "ai_risk", "subset": "power-seeking-inclination"}
     cfg = validate_config(cfg, SCHEMA)
@@ -173,17 +173,17 @@ def test_report_categories_do_not_clash_with_the_reports_own_panels():
 def test_each_run_has_its_own_folder_and_config_paths_follow_it(tmp_path):
     from doctune.config import localize_paths, run_dir
 
-    assert [run_dir(validate_config(load(n), SCHEMA)) for n in ("demo.yaml", "small.yaml", "config.yaml")] == \
-        ["runs/demo", "runs/small", "runs/paper"]
+    assert [run_dir(validate_config(load(n), SCHEMA)) for n in ("tiny.yaml", "small.yaml", "config.yaml")] == \
+        ["runs/tiny", "runs/small", "runs/paper"]
     with pytest.raises(ConfigError, match="run_name"):
-        validate_config({**load("demo.yaml"), "run_name": "../x"}, SCHEMA)
+        validate_config({**load("tiny.yaml"), "run_name": "../x"}, SCHEMA)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "r.csv").write_text("x\n")
-    (tmp_path / "runs" / "demo").mkdir(parents=True)
-    cfg = validate_config(load("demo.yaml"), SCHEMA)
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    cfg = validate_config(load("tiny.yaml"), SCHEMA)
     cfg["agreement"]["ratings"] = ["data/r.csv", "absent.csv"]
     cfg["base_models"]["hub"] = {"path": "Qwen/Qwen2.5-0.5B-Instruct"}
-    out = localize_paths(cfg, [tmp_path, REPO], tmp_path / "runs" / "demo")
+    out = localize_paths(cfg, [tmp_path, REPO], tmp_path / "runs" / "tiny")
     assert out["agreement"]["ratings"] == ["../../data/r.csv", "absent.csv"]  # launch folder: relative
     assert out["resources_dir"] == str(REPO / "resources")  # found only in the workflow's folder: absolute
     assert out["benchmarks"]["hellaswag"]["local_file"] == str(REPO / "resources/fixtures/hellaswag_sample.jsonl")
@@ -195,7 +195,7 @@ def test_each_run_has_its_own_folder_and_config_paths_follow_it(tmp_path):
 def test_two_runs_sit_side_by_side_and_run_at_once(tmp_path):
     """Different run_names write into runs/NAME/ with their own .snakemake (locks), started at once
     from a folder outside the repository (config paths then resolve against the workflow's folder)."""
-    args = ["-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config/demo.yaml"), "-c1",
+    args = ["-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config/tiny.yaml"), "-c1",
             "results/specs/urban_density.jsonl"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     procs = [subprocess.Popen([sys.executable, "-m", "snakemake", *args, "--config", f"run_name={name}"],

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def beyond_run(tmp_path_factory):
     work = copy_repo(tmp_path_factory.mktemp("beyond"))
-    c = yaml.safe_load((work / "config/demo.yaml").read_text())
+    c = yaml.safe_load((work / "config/tiny.yaml").read_text())
     c["base_models"]["tiny2"] = {"build_tiny": True, "dtype": "float32"}
     c["judges"]["judge2"] = {"backend": "hf", "model": "tiny2", "temperature": 0.0}
     c["benchmarks"] = {"ahb": {**c["benchmarks"]["ahb"], "judges": ["tiny_judge", "judge2"]},

@@ -15,7 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-RUN = Path("runs/demo")  # the demo config's run folder (run_name: demo)
+RUN = Path("runs/tiny")  # the demo config's run folder (run_name: demo)
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def planned_jobs(workdir: Path, configfile: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     work = copy_repo(tmp_path_factory.mktemp("demo"))
-    smk(work, "--configfile", "config/demo.yaml", "-c2")
+    smk(work, "--configfile", "config/tiny.yaml", "-c2")
     return work
 
 
@@ -80,7 +80,7 @@ EXPECTED = {
 def test_summary_has_every_model_benchmark_metric(demo_run):
     from doctune.config import eval_models, validate_config
 
-    cfg = validate_config(yaml.safe_load((demo_run / "config/demo.yaml").read_text()),
+    cfg = validate_config(yaml.safe_load((demo_run / "config/tiny.yaml").read_text()),
                           demo_run / "config/schema.yaml")
     text = (demo_run / RUN / "results/summary.tsv").read_text()
     assert "DEMO" in text.splitlines()[0], "the demo summary must say its numbers only exercise the pipeline"
@@ -130,11 +130,11 @@ def test_plots_and_logs_exist(demo_run):
 
 
 def test_nothing_reruns_when_nothing_changed(demo_run):
-    assert planned_jobs(demo_run, "config/demo.yaml") == {}
+    assert planned_jobs(demo_run, "config/tiny.yaml") == {}
 
 
 def _edited_config(demo_run: Path, name: str, edit) -> str:
-    cfg = yaml.safe_load((demo_run / "config/demo.yaml").read_text())
+    cfg = yaml.safe_load((demo_run / "config/tiny.yaml").read_text())
     edit(cfg)
     path = demo_run / "config" / name
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -161,7 +161,7 @@ def test_lora_setting_reruns_that_arm_and_after(demo_run):
 
 
 def test_report_builds_offline(demo_run):
-    smk(demo_run, "--configfile", "config/demo.yaml", "--report", "report.html")
+    smk(demo_run, "--configfile", "config/tiny.yaml", "--report", "report.html")
     html = (demo_run / RUN / "report.html").read_text(errors="ignore")  # paths are relative to the run folder
     assert "robustness" in html.lower()
     # a category named like one of the report's own panels (Workflow, Statistics) clashes with
@@ -195,9 +195,9 @@ def test_package_code_change_reruns_its_rules_and_only_those(demo_run, module, r
     original = path.read_text()
     path.write_text(original + "\n# an edit\n")
     try:
-        jobs = planned_jobs(demo_run, "config/demo.yaml")
+        jobs = planned_jobs(demo_run, "config/tiny.yaml")
     finally:
         path.write_text(original)
     assert reruns <= set(jobs), jobs
     assert not untouched & set(jobs), jobs
-    assert planned_jobs(demo_run, "config/demo.yaml") == {}     # reverted: the same hash, nothing runs
+    assert planned_jobs(demo_run, "config/tiny.yaml") == {}     # reverted: the same hash, nothing runs

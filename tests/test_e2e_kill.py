@@ -34,7 +34,7 @@ def _env():
 
 def test_killed_snakemake_reruns_with_the_same_command(tmp_path):
     work = copy_repo(tmp_path / "repo")
-    cfg = yaml.safe_load((work / "config/demo.yaml").read_text())
+    cfg = yaml.safe_load((work / "config/tiny.yaml").read_text())
     n, conc = 40, 3
     faults = {"malformed": 0.03, "429": 0.15, "5xx": 0.05}
     with LoopbackGemini(latency_s=0.03, faults=faults, fault_seed=11) as srv:

@@ -199,7 +199,7 @@ def test_pipeline_runs_inspect_tasks_per_model_into_metrics_and_comparisons(tmp_
     from test_e2e_demo import copy_repo, smk
 
     work = copy_repo(tmp_path)
-    cfg = yaml.safe_load((work / "config/demo.yaml").read_text())
+    cfg = yaml.safe_load((work / "config/tiny.yaml").read_text())
     cfg["benchmarks"] = {
         "moru": {"kind": "inspect", "task": "inspect_evals/moru", "epochs": 2,
                  "grader_models": [GRADER],  # (with an unparseable grade, MORU 0.26.0 cannot reduce epochs)

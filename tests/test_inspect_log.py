@@ -148,7 +148,7 @@ def test_rule_writes_log_matching_our_files(tmp_path):
 
     repo = copy_repo(tmp_path)
     target = "results/inspect/base/strongreject.eval"
-    smk(repo, target, "--configfile", "config/demo.yaml", "-c2")
+    smk(repo, target, "--configfile", "config/tiny.yaml", "-c2")
     work = repo / RUN  # the demo's run folder: target paths are relative to it
     log = read_eval_log(str(work / target))
     comp = read_jsonl(work / "results/completions/base/strongreject.jsonl")

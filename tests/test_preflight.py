@@ -31,7 +31,7 @@ def work(tmp_path, monkeypatch):
 
 
 def demo() -> dict:
-    return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    return yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
 
 
 def run(cfg, hub=hub_ok, env=None):
@@ -246,7 +246,7 @@ def test_api_key_of_a_used_gemini_judge(work):
 
 
 def test_numbers_written_like_1e_3(work):
-    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text().replace(
+    cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text().replace(
         "learning_rate: 0.001", "learning_rate: 1e-3"))
     assert cfg["training"]["learning_rate"] == "1e-3"          # what PyYAML hands over
     cfg["arms"]["doc"]["training"] = {"learning_rate": "5e-4", "lora": {"alpha": "1.6e1"}}

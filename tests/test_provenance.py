@@ -190,10 +190,10 @@ def test_trace_into_a_closed_pipe(diamond):
 
 
 def test_trace_names_the_run_folder(chain, monkeypatch, capsys):
-    run = chain / "runs" / "demo"
+    run = chain / "runs" / "tiny"
     run.mkdir(parents=True)
     os.rename(chain / "results", run / "results")
     os.rename(chain / "resources", run / "resources")  # recorded paths are relative to the run folder
     assert cli.main(["trace", "results/summary.tsv"]) == 2
-    assert "runs/demo/results/summary.tsv" in capsys.readouterr().err
-    assert cli.main(["trace", "runs/demo/results/summary.tsv", "--strict"]) == 0
+    assert "runs/tiny/results/summary.tsv" in capsys.readouterr().err
+    assert cli.main(["trace", "runs/tiny/results/summary.tsv", "--strict"]) == 0

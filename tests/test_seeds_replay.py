@@ -19,7 +19,7 @@ SCHEMA = REPO / "config" / "schema.yaml"
 
 
 def demo() -> dict:
-    return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    return yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
 
 
 def test_seeded_arms_and_preservation_arms_name_their_models():

@@ -102,7 +102,7 @@ def test_profile_dry_run_real_workflow(tmp_path):
     if shutil.which("sinfo") is None:
         pytest.skip("SLURM client commands are not installed (the executor plugin needs sinfo)")
     work = copy_repo(tmp_path / "repo")
-    out = smk(work, "results/summary.tsv", "--configfile", "config/demo.yaml", "--profile", "slurm", "-n",
+    out = smk(work, "results/summary.tsv", "--configfile", "config/tiny.yaml", "--profile", "slurm", "-n",
               timeout=300)
     assert "Group job scoring" in out.stdout or "group job scoring" in out.stdout.lower()
 
@@ -179,7 +179,7 @@ def _since() -> str:
 def _demo_config(work: Path, gpus: int = 1, **training) -> str:
     """The whole demo.yaml, with training on one (fake) GPU so the GPU path of the profile is
     exercised (about 11 minutes on the 2-CPU test node)."""
-    cfg = yaml.safe_load((work / "config" / "demo.yaml").read_text())
+    cfg = yaml.safe_load((work / "config" / "tiny.yaml").read_text())
     cfg["training"].setdefault("resources", {})["gpu"] = gpus
     cfg["training"].update(training)
     path = work / "config" / "slurm_test.yaml"
