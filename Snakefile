@@ -3,12 +3,13 @@
 #   snakemake results/summary.tsv -c2 --configfile config/demo.yaml   # offline demo
 # Outputs go to runs/RUN_NAME/ (config key run_name: paper, small, demo), target paths are
 # relative to it: the demo's summary is runs/demo/results/summary.tsv.
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from doctune.config import localize_paths, run_dir
+from doctune.config import LAUNCH_DIR_ENV, launch_dir, localize_paths, run_dir
 from doctune.preflight import snakefile_preflight
 
 # config/config.yaml (the paper) is the default; a --configfile on the command line replaces it
@@ -20,7 +21,10 @@ if not workflow.config_settings.configfiles:
 
 # Local paths in the config are written relative to where Snakemake starts (the repository root);
 # a path that exists only in the workflow's folder (Snakemake started elsewhere) becomes absolute.
-LAUNCH_DIR = Path.cwd()
+# A job started as its own process (SLURM, cluster, group jobs) re-parses this file from the run
+# folder: launch_dir() gives it the folder the main process started from (doctune.config).
+LAUNCH_DIR = launch_dir(Path.cwd(), workflow.is_main_process, os.environ)
+os.environ[LAUNCH_DIR_ENV] = str(LAUNCH_DIR)
 config.update(localize_paths(config, [LAUNCH_DIR, Path(workflow.basedir)], LAUNCH_DIR))
 
 # Preflight, before any job starts and in dry runs too: the config (schema, references) and every
@@ -32,7 +36,7 @@ config.update(snakefile_preflight(config, workflow.basedir, workflow.is_main_pro
 # Each run writes under its own folder, runs/RUN_NAME/ (config key run_name): rule paths stay
 # results/... relative to it, and it holds its own .snakemake/ (locks, metadata), so the demo,
 # small and paper runs sit side by side and can run at once. Snakemake's --directory overrides it.
-workdir: run_dir(config)
+workdir: str(LAUNCH_DIR / run_dir(config))
 
 
 # From here on the config's local paths name the same files from the run folder.

@@ -211,3 +211,17 @@ def test_two_runs_sit_side_by_side_and_run_at_once(tmp_path):
     # only Snakemake's own session log stays where it was started
     assert not (tmp_path / "results").exists()
     assert {p.name for p in (tmp_path / ".snakemake").iterdir()} <= {"log"}
+
+
+def test_launch_dir_of_jobs_started_in_the_run_folder(tmp_path):
+    """A SLURM or group job re-parses the Snakefile from runs/NAME: it must not nest another run
+    folder inside it (the main process's launch folder comes through the environment)."""
+    from doctune.config import LAUNCH_DIR_ENV, launch_dir
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    assert launch_dir(tmp_path, True, {LAUNCH_DIR_ENV: str(run)}) == tmp_path.resolve()  # main: cwd
+    assert launch_dir(run, False, {LAUNCH_DIR_ENV: str(tmp_path)}) == tmp_path.resolve()
+    assert launch_dir(run, False, {}) == tmp_path.resolve()  # no record: the folder above runs/NAME
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    assert launch_dir(other, False, {}) == other.resolve()

@@ -195,6 +195,29 @@ def run_dir(cfg: dict) -> str:
     return f"{RUNS_DIR}/{cfg['run_name']}"
 
 
+LAUNCH_DIR_ENV = "DOCTUNE_LAUNCH_DIR"
+
+
+def launch_dir(cwd: str | Path, is_main_process: bool, environ: dict) -> Path:
+    """The folder Snakemake was started from: config paths are relative to it, runs/RUN_NAME is
+    under it.
+
+    The main process is started there. A job Snakemake starts as a separate process (a SLURM job,
+    a cluster or group job) re-parses the Snakefile from the run folder the main process moved
+    into; it takes the launch folder the main process left in the environment (sbatch passes the
+    environment on), or, without it, the folder above runs/RUN_NAME, so the run folder is never
+    nested and config paths name the same files in every process."""
+    cwd = Path(cwd).resolve()
+    if is_main_process:
+        return cwd
+    recorded = environ.get(LAUNCH_DIR_ENV)
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded).resolve()
+    if cwd.parent.name == RUNS_DIR:
+        return cwd.parent.parent
+    return cwd
+
+
 def _config_paths(cfg: dict):
     """(container, key) of every config value that may name a local file or folder. Tolerates a
     config that has not been validated yet (wrong types are skipped; validation reports them)."""
