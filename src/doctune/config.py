@@ -231,6 +231,8 @@ def _config_paths(cfg: dict):
     for b in named("base_models"):
         yield b, "path"
         yield b, "tokenizer"
+        if isinstance(b.get("gguf"), dict) and not b["gguf"].get("package"):
+            yield b["gguf"], "file"
     for g in named("generators"):
         yield g, "path"
     for c in named("corpora"):
@@ -339,6 +341,10 @@ def reference_problems(cfg: dict) -> list[str]:
         for name in cfg.get(section, {}) or {}:
             if not name_re.match(name):
                 errs.append(f"config key '{section}.{name}': names may use letters, digits, '_' and '-' only")
+    for name, b in (cfg.get("base_models") or {}).items():
+        if isinstance(b, dict) and b.get("build_tiny") and b.get("gguf"):
+            errs.append(f"config key 'base_models.{name}': build_tiny and gguf exclude each other "
+                        f"(both make the model at results/base_models/{name})")
     for name in bases & set(arms):
         errs.append(f"config key 'arms.{name}': the name is also a base model")
     for name, g in (cfg.get("generators") or {}).items():
@@ -552,7 +558,7 @@ def arm_train_cfg(cfg: dict, unit: str, posttrain: bool = False) -> dict:
 
 def base_model_path(cfg: dict, name: str) -> str:
     b = cfg["base_models"][name]
-    return f"results/base_models/{name}" if b.get("build_tiny") else b["path"]
+    return f"results/base_models/{name}" if (b.get("build_tiny") or b.get("gguf")) else b["path"]
 
 
 def base_model_cfg(cfg: dict, name: str) -> dict:

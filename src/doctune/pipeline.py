@@ -92,8 +92,10 @@ def data_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def run(sm, body: Callable[[], Any]) -> Any:
-    """Run a script body with logging, timing and provenance for all of the rule's outputs.
+def run(sm, body: Callable[[], Any], record_result: bool = False) -> Any:
+    """Run a script body with logging, timing and provenance for all of the rule's outputs
+    (with `record_result`, the body's return value, a dict, goes into each record as "result":
+    what the step found, e.g. the sha256 and source of an imported GGUF file).
 
     Missing data: when the body fails because a data set is unavailable (see `data_unavailable`),
     or an input is already a missing-data marker and the rule is in PROPAGATE_MISSING, each
@@ -129,7 +131,8 @@ def run(sm, body: Callable[[], Any]) -> Any:
         for out in outputs:
             write_missing_marker(out, reason)
         result = None
-    write_provenance(outputs, inputs, params_dict(sm), rule)
+    extra = {"result": _plain(result)} if record_result and isinstance(result, dict) else None
+    write_provenance(outputs, inputs, params_dict(sm), rule, extra=extra)
     log.info("rule %s: done in %.1f s", rule, time.time() - t0)
     return result
 
@@ -178,7 +181,8 @@ def run_each(sm, units: list[dict]) -> dict[str, Any]:
     return results
 
 
-def write_provenance(outputs: list[str], inputs: list[str], config_slice: dict, rule: str) -> None:
+def write_provenance(outputs: list[str], inputs: list[str], config_slice: dict, rule: str,
+                     extra: dict | None = None) -> None:
     try:
         from .provenance import write_sidecar
     except ImportError:  # pragma: no cover - provenance module missing
@@ -186,7 +190,7 @@ def write_provenance(outputs: list[str], inputs: list[str], config_slice: dict, 
         return
     for out in outputs:
         if Path(out).exists():
-            write_sidecar(out, inputs, config_slice, rule)
+            write_sidecar(out, inputs, config_slice, rule, extra=extra)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ traceback. Checked:
 * post-training data: every record of a local source (not only the sampled ones) and that each
   of `posttrain_data.sizes` fits the file; local chat data of `sft` arms;
 * benchmarks: their local question, dimension, prompt and CSV files (each kind's own `check`);
-* models: a local `base_models.NAME.path`/`tokenizer` must exist with safetensors weights; a hub
+* models: a local `base_models.NAME.path`/`tokenizer` must exist with safetensors weights; a GGUF
+  base (`base_models.NAME.gguf`) must name a file that exists (in its package) with the expected
+  sha256, and the gguf reader must be installed; a hub
   id must be cached when offline (HF_HUB_OFFLINE=1), else reachable and accessible (not gated);
 * hub datasets (benchmarks, post-training data): cached when offline, else reachable;
 * API keys: the environment variable of every Gemini generator or judge the run uses;
@@ -332,8 +334,11 @@ def _check_models(ctx: _Ctx) -> None:
         key = f"base_models.{name}.path"
         if b.get("build_tiny") or b.get("gguf"):   # made by a rule of the workflow
             built = base_model_path(ctx.cfg, name)
-            if b.get("build_tiny") and b.get("path") and Path(b["path"]) != Path(built):
-                ctx.report.warn(_key(key), f"{b['path']!r} is ignored: build_tiny builds the model at {built}")
+            how = "build_tiny builds" if b.get("build_tiny") else "import_gguf imports"
+            if b.get("path") and Path(b["path"]) != Path(built):
+                ctx.report.warn(_key(key), f"{b['path']!r} is ignored: {how} the model at {built}")
+            if b.get("gguf") and not b.get("build_tiny"):
+                _check_gguf(ctx, name, b["gguf"])
             continue
         path = b.get("path")
         if not path:
@@ -344,11 +349,16 @@ def _check_models(ctx: _Ctx) -> None:
             ctx.report.error(_key(key), f"local model directory {path} does not exist")
         elif kind == "local":
             p = ctx.path(path)
-            if not p.is_dir():
+            ggufs = sorted(p.glob("*.gguf")) if p.is_dir() else ([p] if p.suffix == ".gguf" else [])
+            has_st = p.is_dir() and bool(list(p.glob("*.safetensors")))
+            if ggufs and not has_st:   # a GGUF checkpoint is imported by a rule, never loaded as it is
+                ctx.report.error(_key(key), f"{path} is a GGUF checkpoint, which is imported, not loaded: "
+                                 f"set base_models.{name}.gguf.file: {ggufs[0]} instead of path")
+            elif not p.is_dir():
                 ctx.report.error(_key(key), f"{path} is a file; give the model's directory")
-            elif not (p / "config.json").is_file() and not list(p.glob("*.gguf")):
+            elif not (p / "config.json").is_file():
                 ctx.report.error(_key(key), f"{path} holds no config.json: not a transformers model directory")
-            elif not list(p.glob("*.safetensors")) and not list(p.glob("*.gguf")):
+            elif not has_st:
                 extra = " (only PyTorch .bin weights, which are never loaded: convert them to safetensors)" \
                     if list(p.glob("*.bin")) else ""
                 ctx.report.error(_key(key), f"{path} holds no safetensors weights{extra}")
@@ -361,6 +371,34 @@ def _check_models(ctx: _Ctx) -> None:
                 ctx.report.error(_key(f"base_models.{name}.tokenizer"), f"local tokenizer directory {tok} does not exist")
             elif tkind == "hub":
                 _check_hub_model(ctx, tok, b.get("revision"), f"base_models.{name}.tokenizer")
+
+
+# GGUF files up to this size are hashed at parse time (about a second per GiB); larger ones are
+# checked by the import job itself, before anything is written.
+GGUF_PREFLIGHT_HASH_BYTES = 4 << 30
+
+
+def _check_gguf(ctx: _Ctx, name: str, spec: dict) -> None:
+    """The GGUF file of a base model: found (in its package, or at its path), the gguf reader
+    installed, and the expected sha256 when one is given."""
+    from .gguf import GGUFError, check_sha256, gguf_available, resolve_gguf
+
+    key = f"base_models.{name}.gguf"
+    spec = dict(spec)
+    if spec.get("file") and not spec.get("package") and not Path(spec["file"]).is_absolute():
+        spec["file"] = str(ctx.path(spec["file"]))
+    try:
+        path = resolve_gguf(spec, key)
+        if spec.get("sha256") and path.stat().st_size <= GGUF_PREFLIGHT_HASH_BYTES:
+            check_sha256(path, spec["sha256"], key)
+    except GGUFError as exc:
+        ctx.report.error("", _msg(exc))
+        return
+    except OSError as exc:
+        ctx.report.error(_key(f"{key}.file"), f"cannot read {spec.get('file')}: {exc.strerror or exc}")
+        return
+    if not gguf_available():
+        ctx.report.error(_key(key), "importing a GGUF file needs the 'gguf' package (pip install gguf==0.19.0)")
 
 
 def _check_hub_model(ctx: _Ctx, repo: str, revision: str | None, key: str) -> None:

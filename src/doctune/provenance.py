@@ -18,7 +18,7 @@ from typing import Any
 
 from .io import atomic_write_json, canonical_json, read_json, sha256_path
 
-PACKAGES = ["doctune", "torch", "transformers", "peft", "accelerate", "lm_eval", "google-genai",
+PACKAGES = ["doctune", "torch", "transformers", "peft", "accelerate", "lm_eval", "google-genai", "gguf",
             "scipy", "numpy", "pandas", "snakemake", "matplotlib"]
 REDACTED = "<redacted>"
 _SECRET_SUBSTRINGS = ("secret", "password", "passwd", "credential", "apikey", "api_key")
@@ -128,12 +128,14 @@ def sidecar_path(output: str) -> Path:
     return p.parent / "provenance" / (p.name + ".json")
 
 
-def write_sidecar(output: str, inputs: list[str], config_slice: dict, rule: str) -> str:
-    """Write the provenance sidecar of an existing output (file or directory); returns its path."""
+def write_sidecar(output: str, inputs: list[str], config_slice: dict, rule: str, extra: dict | None = None) -> str:
+    """Write the provenance sidecar of an existing output (file or directory); returns its path.
+    `extra` adds keys the step itself found (redacted like the config slice)."""
     if not Path(output).exists():
         raise FileNotFoundError(f"provenance: output {output} does not exist")
     rec = record(config_slice, inputs, rule)
-    doc = {"output": str(output).rstrip("/"), "output_sha256": sha256_path(output), **rec}
+    doc = {"output": str(output).rstrip("/"), "output_sha256": sha256_path(output), **rec,
+           **redact({k: v for k, v in (extra or {}).items() if k not in rec and k not in ("output", "output_sha256")})}
     dest = sidecar_path(output)
     atomic_write_json(dest, doc)
     return str(dest)

@@ -35,7 +35,9 @@ each option string as the continuation of the request's prompt (chat template wi
 prompt appended, or the raw prompt). The option is tokenised on its own with
 ``add_special_tokens=False`` and appended to the prompt tokens, so the number is the model's exact
 probability of that token sequence. Sequences are batched with right padding (positions start at
-0 in every row, as in a one-at-a-time forward pass).
+0 in every row, as in a one-at-a-time forward pass). When every option of a request is a single
+token (a judge's "0"/"1"), the prompt is run once and all options are read from its last position.
+The vocabulary projection is computed only at the positions that are scored (``logits_to_keep``).
 """
 from __future__ import annotations
 
@@ -365,18 +367,26 @@ class HFBackend:
 
         if len(options) != len(requests):
             raise ValueError(f"option_logprobs: {len(requests)} requests but {len(options)} option lists")
-        seqs: list[tuple[int, int, list[int], int]] = []  # (request, option, ids, continuation start)
+        # one sequence per (request, option): prompt + option tokens, scored from the continuation start;
+        # when every option of a request is one token, one sequence (the prompt) scores them all from
+        # its last position - the same numbers for half the work of a binary label judge
+        seqs: list[tuple[list[tuple[int, int]], list[int], list[list[int]]]] = []  # (targets, ids, option tokens)
         for r, (req, opts) in enumerate(zip(requests, options)):
             p = self.prompt_ids(req)
             if not p:
                 raise ValueError(f"request {req.key!r}: empty prompt cannot be scored")
-            for o, text in enumerate(opts):
+            toks = []
+            for text in opts:
                 c = list(self.tok(text, add_special_tokens=False)["input_ids"])
                 if not c:
                     raise ValueError(f"request {req.key!r}: option {text!r} tokenises to nothing")
-                seqs.append((r, o, p + c, len(p)))
+                toks.append(c)
+            if toks and all(len(c) == 1 for c in toks):
+                seqs.append(([(r, o) for o in range(len(toks))], p, toks))
+            else:
+                seqs += [([(r, o)], p + c, [c]) for o, c in enumerate(toks)]
         out = [[math.nan] * len(opts) for opts in options]
-        order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][2]))
+        order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][1]))
         starts = range(0, len(order), self.score_batch_size)
         if len(starts) > 1:
             import sys
@@ -386,19 +396,53 @@ class HFBackend:
             starts = tqdm(starts, desc=f"scoring options ({self.name})", unit="batch", file=sys.stderr)
         for start in starts:
             batch = [seqs[k] for k in order[start:start + self.score_batch_size]]
-            width = max(len(s[2]) for s in batch)
+            width = max(len(s[1]) for s in batch)
             input_ids = torch.full((len(batch), width), self.tok.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (_, _, s, _) in enumerate(batch):
+            for row, (_, s, _) in enumerate(batch):
                 input_ids[row, :len(s)] = torch.tensor(s, dtype=torch.long)
                 mask[row, :len(s)] = 1
-            with torch.inference_mode():
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            for row, (r, o, s, cstart) in enumerate(batch):
-                lp = torch.log_softmax(logits[row, cstart - 1:len(s) - 1].float(), dim=-1)
-                tgt = torch.tensor(s[cstart:], dtype=torch.long, device=lp.device)
+            # positions whose next-token distribution is needed (the vocabulary projection is computed
+            # only there: for a long judge prompt it is most of the logits' size)
+            need: set[int] = set()
+            for targets, s, cs in batch:
+                if len(targets) > 1:
+                    need.add(len(s) - 1)
+                else:
+                    need.update(range(len(s) - len(cs[0]) - 1, len(s) - 1))
+            need = sorted(need)
+            logits, col = self._logits_at(input_ids, mask, need)
+            for row, (targets, s, cs) in enumerate(batch):
+                if len(targets) > 1:   # single-token options: all read from the prompt's last position
+                    lp = torch.log_softmax(logits[row, col[len(s) - 1]].float(), dim=-1)
+                    for (r, o), c in zip(targets, cs):
+                        out[r][o] = float(lp[c[0]])
+                    continue
+                (r, o), c = targets[0], cs[0]
+                cstart = len(s) - len(c)
+                idx = torch.tensor([col[i] for i in range(cstart - 1, len(s) - 1)], device=logits.device)
+                lp = torch.log_softmax(logits[row].index_select(0, idx).float(), dim=-1)
+                tgt = torch.tensor(c, dtype=torch.long, device=lp.device)
                 out[r][o] = float(lp.gather(-1, tgt[:, None]).sum())
         return out
+
+    def _logits_at(self, input_ids, mask, positions: list[int]):
+        """Logits at the given sequence positions only (models that take ``logits_to_keep`` as a
+        tensor of positions), else at every position; returns (logits, {position: column})."""
+        import torch
+
+        ids, am = input_ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            if positions and len(positions) < input_ids.shape[1]:
+                try:
+                    keep = torch.tensor(positions, dtype=torch.long, device=self.device)
+                    logits = self.model(input_ids=ids, attention_mask=am, logits_to_keep=keep).logits
+                    if logits.shape[1] == len(positions):
+                        return logits, {p: k for k, p in enumerate(positions)}
+                except TypeError:   # a model without logits_to_keep
+                    pass
+            logits = self.model(input_ids=ids, attention_mask=am).logits
+        return logits, {p: p for p in range(logits.shape[1])}
 
     def close(self) -> None:
         self.model = None
