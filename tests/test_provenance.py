@@ -197,3 +197,19 @@ def test_trace_names_the_run_folder(chain, monkeypatch, capsys):
     assert cli.main(["trace", "results/summary.tsv"]) == 2
     assert "runs/tiny/results/summary.tsv" in capsys.readouterr().err
     assert cli.main(["trace", "runs/tiny/results/summary.tsv", "--strict"]) == 0
+
+
+def test_times_sums_benchmark_files_per_rule(tmp_path, capsys):
+    """`doctune times RUN` prints the time per stage from the run's benchmark files."""
+    b = tmp_path / "results" / "benchmarks"
+    (b / "train_arm").mkdir(parents=True)
+    header = "s\th:m:s\tmax_rss\n"
+    (b / "train_arm" / "doc.tsv").write_text(header + "9.0\t0:00:09\t1\n12.5\t0:00:12\t1\n")  # rerun: last row
+    (b / "train_arm" / "control.tsv").write_text(header + "7.5\t0:00:07\t1\n")
+    (b / "summary.tsv").write_text(header + "1.0\t0:00:01\t1\n")
+    assert cli.main(["times", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["train_arm", "2", "20.0", "10.00"] and out[2].split()[:3] == ["summary", "1", "1.0"]
+    assert out[-1].split()[-1] == "21.0"
+    assert cli.main(["times", str(tmp_path / "absent")]) == 2
+    assert "no benchmark folder" in capsys.readouterr().err

@@ -63,7 +63,7 @@ def test_summary_demo_is_labelled(files, tmp_path):
     out = tmp_path / "results" / "summary.tsv"
     write_summary(files, str(out), demo=True)
     first = out.read_text().splitlines()[0]
-    assert first.startswith("# DEMO") and "mean nothing" in first
+    assert first.startswith("# DEMO") and "no evidence" in first
     df = pd.read_csv(out, sep="\t", comment="#")
     assert len(df) == 4 and df.note.str.startswith("DEMO").all()
     assert json.loads((tmp_path / "results/provenance/summary.tsv.json").read_text())[

@@ -72,7 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 if any link is not current")
     p.set_defaults(func=_trace)
+    p = sub.add_parser(
+        "times", help="print the time per stage of a run (from its benchmark files)",
+        description="Sum the wall seconds Snakemake's benchmark files recorded for each rule of a "
+                    "run (RUN/results/benchmarks/); job times overlap when jobs run in parallel.")
+    p.add_argument("run", nargs="?", default=".", help="the run folder, e.g. runs/demo (default: .)")
+    p.set_defaults(func=_times)
     return parser
+
+
+def _times(args) -> int:
+    from .timing import format_times, rule_times
+
+    try:
+        print(format_times(rule_times(Path(args.run) / "results" / "benchmarks")))
+    except FileNotFoundError as exc:
+        print(f"doctune times: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .io import ensure_parent  # noqa: E402
 from .stats import load_metrics_file  # noqa: E402
 
-DEMO_STAMP = "DEMO: tiny random model, numbers mean nothing"
+DEMO_STAMP = "DEMO run: numbers exercise the pipeline, no evidence"
 
 
 def _lookup(metrics_files: dict, model: str, benchmark: str) -> dict | None:

@@ -56,8 +56,8 @@ DEFAULT_FAMILY = "all"
 # value +- 1.96 stderr), used to recover a standard error when there are no per-item scores.
 STORED_CI_LEVEL = 0.95
 
-DEMO_BANNER = ("# DEMO: these numbers come from the demo configuration (a tiny random model); they "
-               "only exercise the pipeline and mean nothing.")
+DEMO_BANNER = ("# DEMO: these numbers come from a demo configuration (demo: true; a tiny or small model, "
+               "a few documents and questions); they exercise the pipeline and are no evidence.")
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -650,7 +650,7 @@ def run_comparisons(comparisons: list[dict], metrics_files: dict[str, dict[str, 
     rows = compute_comparisons(comparisons, metrics_files, stats_cfg)
     if cfg["demo"]:
         for r in rows:
-            r["note"] = "; ".join(x for x in ("DEMO: numbers mean nothing", r["note"]) if x)
+            r["note"] = "; ".join(x for x in ("DEMO: no evidence", r["note"]) if x)
     atomic_write_text(out, format_tsv(rows, COLUMNS, DEMO_BANNER if cfg["demo"] else None))
     from .provenance import write_sidecar
 

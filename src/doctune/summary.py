@@ -17,7 +17,7 @@ from .stats import DEMO_BANNER, format_tsv, load_metrics_file
 
 COLUMNS = ["model", "benchmark", "metric", "value", "ci_low", "ci_high", "n", "n_missing",
            "status", "note", "primary", "n_seeds", "seed_sd", "n_dropped"]
-DEMO_NOTE = "DEMO: numbers only exercise the pipeline and mean nothing"
+DEMO_NOTE = "DEMO: numbers exercise the pipeline, no evidence"
 
 
 def _number(x: Any, where: str) -> float | None:

@@ -103,5 +103,7 @@ def write_specs(corpus: str, corpus_cfg: dict, resources_dir: str, out: str) -> 
         if key not in corpus_cfg:
             raise ValueError(f"corpora.{corpus}: missing key {key!r}")
     cdef = load_corpus_def(resources_dir, corpus, corpus_cfg.get("definition"))
+    if corpus_cfg.get("target_words") is not None:  # the run's length, over the definition's
+        cdef["target_words"] = int(corpus_cfg["target_words"])
     specs = make_specs(corpus, corpus_cfg["n"], corpus_cfg["seed"], resources_dir, cdef)
     return write_jsonl(out, specs)

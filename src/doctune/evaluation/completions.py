@@ -65,7 +65,8 @@ def resolve_backend_kind(kind: str | None) -> str:
 def make_generation_backend(spec: dict, gen_cfg: dict, kind: str):
     cfg = {"backend": kind, "spec": spec, "batch_size": gen_cfg["batch_size"],
            "cache_implementation": gen_cfg.get("cache_implementation"), "compile": gen_cfg.get("compile"),
-           "device": gen_cfg.get("device"), "dtype": gen_cfg.get("dtype")}
+           "device": gen_cfg.get("device"), "dtype": gen_cfg.get("dtype"),
+           "repetition_penalty": gen_cfg.get("repetition_penalty")}
     if kind == "vllm":
         from ..llm.vllm_backend import VLLMBackend
 

@@ -228,6 +228,9 @@ class GeminiBackend:
             raise ValueError(f"gemini backend config: missing key(s) {unknown_required}")
         self.cfg = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
         self.model_id = str(self.cfg["model"])
+        if float(self.cfg.get("repetition_penalty", 1.0)) != 1.0:
+            raise ValueError("gemini backend config: repetition_penalty is not a Gemini setting "
+                             "(hf and vllm backends only); remove it or set 1.0")
         for key in ("concurrency", "max_retries"):
             if int(self.cfg[key]) < (1 if key == "concurrency" else 0):
                 raise ValueError(f"gemini backend config: {key} must be "

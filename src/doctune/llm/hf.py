@@ -207,7 +207,7 @@ class HFBackend:
 
     cfg: {"backend": "hf", "spec": <model spec>, "batch_size": 16, "score_batch_size": batch_size,
     "device": auto, "dtype": spec's, "cache_implementation": None|"static", "compile": None|bool,
-    "ignore_eos": False, "max_new_tokens"/"temperature"/"top_p": defaults for callers}.
+    "ignore_eos": False, "repetition_penalty": 1.0 (off), "max_new_tokens"/"temperature"/"top_p": defaults for callers}.
     ``model``/``tokenizer`` may be passed in to reuse an already loaded pair."""
 
     sampler = "doctune-inverse-cdf-1"
@@ -226,6 +226,10 @@ class HFBackend:
         self.cache_implementation = cfg.get("cache_implementation")
         self.compile = cfg.get("compile")
         self.ignore_eos = bool(cfg.get("ignore_eos", False))
+        rp = cfg.get("repetition_penalty")
+        self.repetition_penalty = 1.0 if rp is None else float(rp)
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"hf backend: repetition_penalty must be > 0, got {rp!r}")
         if model is None:
             from ..models import load_model
 
@@ -238,6 +242,8 @@ class HFBackend:
             self.tok.pad_token = self.tok.eos_token
         self.eos_ids = _eos_ids(model, tokenizer)
         self.model_id = f"hf:{self.spec.get('name', 'model')}:{stable_hash(self.spec)}"
+        if self.repetition_penalty != 1.0:  # other replies than without it: cached apart
+            self.model_id += f":rp{self.repetition_penalty:g}"
         self.name = str(self.spec.get("name", "model"))
 
     @property
@@ -330,6 +336,8 @@ class HFBackend:
         )
         if self.ignore_eos:
             gkw["min_new_tokens"] = mnt
+        if self.repetition_penalty != 1.0:
+            gkw["repetition_penalty"] = self.repetition_penalty
         if self.cache_implementation:
             gkw["cache_implementation"] = self.cache_implementation
         if self.compile is False:

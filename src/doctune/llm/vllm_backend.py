@@ -56,7 +56,10 @@ class VLLMBackend:
 
         self.spec = cfg["spec"]
         self.name = str(self.spec.get("name", "model"))
+        self.repetition_penalty = float(cfg.get("repetition_penalty") or 1.0)
         self.model_id = f"vllm:{self.name}:{stable_hash(self.spec)}"
+        if self.repetition_penalty != 1.0:
+            self.model_id += f":rp{self.repetition_penalty:g}"
         self.kind = "vllm"
         base = self.spec["base"]
         adapters = list(self.spec.get("adapters") or [])
@@ -116,6 +119,7 @@ class VLLMBackend:
                 prompts.append(TokensPrompt(prompt_token_ids=self._prompt_ids(r)))
                 params.append(SamplingParams(max_tokens=int(r.max_new_tokens), temperature=float(r.temperature),
                                              top_p=float(r.top_p), seed=int(r.seed or 0),
+                                             repetition_penalty=self.repetition_penalty,
                                              stop_token_ids=self.eos_ids or None))
             outs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=True)
             if len(outs) != len(reqs):
