@@ -138,7 +138,7 @@ def test_demo_config_plans_the_smollm2_experiment_offline():
     counts = {ln.split()[0]: int(ln.split()[1]) for ln in stats.split("\n\n")[0].splitlines()[3:]
               if len(ln.split()) == 2 and ln.split()[1].isdigit()}
     assert counts["import_gguf"] == 1 and counts["documents"] == 2 and counts["train_arm"] == 3
-    assert counts["post_train"] == 3 and counts["judge"] == counts["completions"] == 7  # base + 3 arms + 3 post
+    assert counts["post_train"] == 2 and counts["judge"] == counts["completions"] == 6  # base + 3 arms + 2 post
 
 
 def test_config_reference_is_current():
