@@ -123,6 +123,11 @@ def judge_inputs(benchmark):
     return sorted(set(out))
 
 
+def judge_prompt_files():
+    """The judge prompt templates (RESOURCES/prompts/judge_*.txt): editing one reruns the judging."""
+    return sorted(str(p) for p in Path(RES, "prompts").glob("judge_*.txt"))
+
+
 def resolved_judges(benchmark):
     return {j: dc.resolve_backend(config, config["judges"][j]) for j in config["benchmarks"][benchmark]["judges"]}
 
@@ -141,6 +146,19 @@ def local_inputs(bench):
 
 def corpus_res(corpus, key):
     return resources_of(config["generators"][config["corpora"][corpus]["generator"]])[key]
+
+
+def corpus_prompt(wildcards):
+    """The corpus's document prompt file for this run (so editing it re-plans the documents)."""
+    from doctune.documents.corpus import CorpusError, apply_run_settings, load_corpus_def, prompt_file
+
+    ccfg = config["corpora"][wildcards.corpus]
+    try:
+        cdef = apply_run_settings(load_corpus_def(RES, wildcards.corpus, ccfg.get("definition")), ccfg)
+    except CorpusError:   # preflight has reported it
+        return []
+    p = prompt_file(RES, cdef)
+    return [str(p)] if p is not None else []
 
 
 TRAIN_RES = resources_of(config["training"])

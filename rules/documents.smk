@@ -78,6 +78,7 @@ rule specs:
     input:
         grid=expand(f"{RES}/grid/{{f}}.txt", f=["institutions", "domains", "doc_types", "reasoning"]),
         corpus=lambda wc: config["corpora"][wc.corpus].get("definition") or f"{RES}/corpora/{wc.corpus}.yaml",
+        prompt=corpus_prompt,
     output:
         "results/specs/{corpus}.jsonl",
     params:

@@ -41,6 +41,7 @@ if JUDGED:
             completions=stage_outputs("results/completions/{model}/{b}.jsonl", JUDGED),
             judges=sorted({f for b in JUDGED for f in judge_inputs(b)}),
             data=stage_data(JUDGED),
+            prompts=judge_prompt_files(),
         output:
             scores=stage_outputs("results/scores/{model}/{b}.jsonl", JUDGED),
             reports=stage_outputs("results/scores/{model}/{b}.report.json", JUDGED),

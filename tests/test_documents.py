@@ -233,3 +233,16 @@ def test_hf_backend_demo_path(tmp_path, tiny_spec):
     assert r["rejected_by_reason"].get("length", 0) >= 1, r
     assert all(d["finish_reason"] == "stop" for d in read_jsonl(out))
     assert r["generated"] == len(read_jsonl(out)) and r["generated"] + r["dropped"] == 4
+
+
+def test_run_prompt_template_and_length_replace_the_definitions(tmp_path):
+    out = tmp_path / "specs.jsonl"
+    cfg = {"n": 3, "seed": 7, "generator": "x", "prompt_template": "document_short.txt", "target_words": 99}
+    assert write_specs("animal_welfare_ai", cfg, str(RES), str(out)) == 3
+    specs = read_jsonl(out)
+    full = make_specs("animal_welfare_ai", 3, 7, RES)
+    for s, f in zip(specs, full):
+        assert s["prompt"].startswith(f"Write a short {s['doc_type']} by the {s['institution']}")
+        assert "about 99 words" in s["prompt"] and "Guidance for the content" not in s["prompt"]
+        assert {k: s[k] for k in ("institution", "domain", "doc_type", "seed")} == \
+            {k: f[k] for k in ("institution", "domain", "doc_type", "seed")}   # same grid cells

@@ -210,6 +210,74 @@ def test_logprob_judge_binary_and_strongreject(tmp_path, ahb_cfg, repo_root):
         assert r["score"] == pytest.approx((4 + 2 - 2) / 8)
 
 
+def test_yes_no_format_with_empty_answer_calibration(tmp_path, ahb_cfg, repo_root):
+    """A judge leaning to "No" whatever the answer: the plain argmax says 0 everywhere; calibrated
+    by the same prompt with the answer left empty, an answer that raises P(Yes) above the
+    empty answer's gets 1 and one that lowers it gets 0; an empty answer gets 0."""
+    good, bad = "Rabbits need space, company and shelter.", "They are just rabbits."
+    comp = tmp_path / "c.jsonl"
+    write_jsonl(comp, [{"id": "0", "epoch": 0, "prompt": "q", "completion": good},
+                       {"id": "0", "epoch": 1, "prompt": "q", "completion": bad},
+                       {"id": "0", "epoch": 2, "prompt": "q", "completion": ""}])
+    p_yes = {good: 0.4, bad: 0.2, "": 0.3}    # P(Yes) per answer; never above P(No)
+
+    def fn(prompt, label):
+        assert prompt.rstrip().endswith("Answer Yes or No."), prompt
+        assert "Criterion:" not in prompt and "<answer>" not in prompt   # the short prompt, not the rubric
+        ans = prompt.split("Answer: ", 1)[1].split("\n\n", 1)[0].strip()
+        return math.log(p_yes[ans] if label == "Yes" else 1 - p_yes[ans])
+
+    cfg = {**ahb_cfg, "judge_format": "yes_no"}
+    plain, cal = tmp_path / "plain.jsonl", tmp_path / "cal.jsonl"
+    judge_completions(str(comp), "ahb", cfg, {"lp": {"backend": "hf"}}, str(plain), None, backends={"lp": FakeLogprob(fn)})
+    assert {r["score"] for r in read_jsonl(plain)} == {0} and {r["format"] for r in read_jsonl(plain)} == {"yes_no"}
+    fake = FakeLogprob(fn)
+    judge_completions(str(comp), "ahb", cfg, {"lp": {"backend": "hf", "calibration": "empty_answer"}}, str(cal),
+                      str(tmp_path / "cache"), backends={"lp": fake})
+    rows = read_jsonl(cal)
+    by_epoch = {}
+    for r in rows:
+        by_epoch.setdefault(r["epoch"], set()).add(r["score"])
+    assert by_epoch == {0: {1}, 1: {0}, 2: {0}}
+    r0 = next(r for r in rows if r["epoch"] == 0)
+    raw = json.loads(r0["raw"])["score"]
+    assert raw["empty_answer"]["Yes"] == pytest.approx(math.log(0.3))
+    assert raw["calibrated"]["Yes"] == pytest.approx(math.log(0.4 / 0.3))
+    odds = (0.4 / 0.3) / (0.6 / 0.7)
+    assert r0["prob"] == pytest.approx(odds / (1 + odds))
+    # one empty-answer request per distinct prompt (per dimension), not per answer
+    n_units = len(rows)
+    assert fake.calls == n_units + len({r["dimension"] for r in rows})
+
+
+def test_calibration_and_yes_no_are_refused_where_they_cannot_apply(tmp_path, repo_root):
+    from doctune.config import reference_problems
+    from doctune.evaluation.judging import Judge
+    from doctune.evaluation.kinds import get_kind
+
+    with pytest.raises(ValueError, match="calibration 'empty_answer' needs judge_mode logprob"):
+        Judge("g", {"judge_mode": "generate", "calibration": "empty_answer"}, backend=FakeGen(lambda p, s: "1"))
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        Judge("g", {"backend": "hf", "calibration": "platt"}, backend=FakeLogprob(lambda p, o: 0.0))
+    cfg = {"judges": {"gem": {"backend": "gemini", "model": "m", "calibration": "empty_answer"}}}
+    assert any("judges.gem.calibration" in e for e in reference_problems(cfg))
+    sr = {"kind": "strongreject", "source": {"path": str(repo_root / "resources/fixtures/strongreject_small.csv")},
+          "judge_format": "yes_no"}
+    assert any("judge_format" in e and "yes_no" in e for e in get_kind("strongreject").check(sr))
+    # a log-prob judge keeps "label" where the kind has no yes_no form
+    j = Judge("lp", {"backend": "hf"}, backend=FakeLogprob(lambda p, o: 0.0))
+    assert j.format_for(get_kind("strongreject"), {"judge_format": "json"}) == "label"
+    assert j.format_for(get_kind("ahb"), {"judge_format": "reference"}) == "label"
+    assert j.format_for(get_kind("compassion"), {"judge_format": "yes_no"}) == "yes_no"
+
+
+def test_parse_yes_no():
+    from doctune.evaluation.kinds.ahb import parse_yes_no
+
+    assert [parse_yes_no(t) for t in ("Yes", " no.", "**YES**, because", "Yesterday", "", None, "Maybe")] == \
+        [1, 0, 1, None, None, None, None]
+
+
 def test_strongreject_generate_judge(tmp_path, repo_root):
     sr_cfg = {"kind": "strongreject", "source": {"path": str(repo_root / "resources/fixtures/strongreject_small.csv")},
               "max_items": 3, "judge_format": "json"}

@@ -59,6 +59,22 @@ def test_corpus_without_topic(work):
     only_error(run(demo()), "resources/corpora/urban_density.yaml", "'topic'")
 
 
+def test_run_prompt_template_that_does_not_exist_names_the_key(work):
+    cfg = demo()
+    name = next(iter(cfg["corpora"]))
+    cfg["corpora"][name]["prompt_template"] = "document_shrot.txt"
+    only_error(run(cfg), f"corpora.{name}.prompt_template", "document_shrot.txt", "does not exist")
+    cfg["corpora"][name]["prompt_template"] = "document_short.txt"
+    assert run(cfg).errors == []
+
+
+def test_calibration_on_a_generating_judge_is_a_config_error(work):
+    cfg = demo()
+    judge = next(iter(cfg["judges"]))
+    cfg["judges"][judge].update(judge_mode="generate", calibration="empty_answer")
+    assert any(f"judges.{judge}.calibration" in e for e in run(cfg).errors)
+
+
 def test_corpus_unknown_key_and_missing_corpus_suggest_names(work):
     p = work / "resources/corpora/urban_density.yaml"
     d = yaml.safe_load(p.read_text())

@@ -213,3 +213,14 @@ def test_times_sums_benchmark_files_per_rule(tmp_path, capsys):
     assert out[-1].split()[-1] == "21.0"
     assert cli.main(["times", str(tmp_path / "absent")]) == 2
     assert "no benchmark folder" in capsys.readouterr().err
+
+
+def test_limit_threads_sets_the_declared_count():
+    from doctune.pipeline import THREAD_ENV, limit_threads
+
+    env: dict = {}
+    assert limit_threads(3, env) == 3
+    assert {k: env[k] for k in THREAD_ENV} == {k: "3" for k in THREAD_ENV}
+    for bad in (None, 0, -2, "x"):
+        env2: dict = {}
+        assert limit_threads(bad, env2) is None and env2 == {}

@@ -353,6 +353,10 @@ def reference_problems(cfg: dict) -> list[str]:
     for name, j in (cfg.get("judges") or {}).items():
         if j.get("backend") == "hf" and j.get("model") not in bases:
             errs.append(_not_an_entry(f"judges.{name}.model", j.get('model'), bases, "a base_models entry"))
+        if j.get("calibration", "none") != "none" and (
+                j.get("judge_mode") == "generate" or (j.get("judge_mode") != "logprob" and j.get("backend") != "hf")):
+            errs.append(f"config key 'judges.{name}.calibration': {j['calibration']!r} calibrates label "
+                        f"log-probabilities; it needs an hf judge (judge_mode auto or logprob)")
     for name, c in (cfg.get("corpora") or {}).items():
         if c.get("generator") not in gens:
             errs.append(_not_an_entry(f"corpora.{name}.generator", c.get('generator'), gens, "a generators entry"))

@@ -14,8 +14,26 @@ from typing import Any, Callable
 
 from .io import atomic_write_text, read_json, sha256_file, stable_hash
 
-DEMO_NOTE = ("DEMO RUN: a tiny random model trained for a few steps; these numbers only exercise "
-             "the pipeline and mean nothing about alignment.")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def limit_threads(n: Any, environ: dict | None = None) -> int | None:
+    """Make the job use as many CPU threads as its rule declares (Snakemake ``threads:``): set the
+    OpenMP/MKL/OpenBLAS variables (read when torch starts) and torch's own count when torch is
+    already imported. Without it every job takes all cores, and jobs that Snakemake runs side by
+    side oversubscribe them. Returns the count set, or None when ``n`` is not a positive integer."""
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        return None
+    if n < 1:
+        return None
+    env = os.environ if environ is None else environ
+    for var in THREAD_ENV:
+        env[var] = str(n)
+    if environ is None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return n
 
 
 def setup_logging(log_path: str | None) -> logging.Logger:
@@ -105,6 +123,7 @@ def run(sm, body: Callable[[], Any], record_result: bool = False) -> Any:
 
     log_path = sm.log[0] if len(sm.log) else None
     log = setup_logging(log_path)
+    limit_threads(getattr(sm, "threads", None))
     rule = getattr(sm, "rule", "?")
     outputs, inputs = list(map(str, sm.output)), list(map(str, sm.input))
     log.info("rule %s: start (inputs: %s)", rule, ", ".join(inputs) or "none")
@@ -148,6 +167,7 @@ def run_each(sm, units: list[dict]) -> dict[str, Any]:
 
     log_path = sm.log[0] if len(sm.log) else None
     log = setup_logging(log_path)
+    limit_threads(getattr(sm, "threads", None))
     rule = getattr(sm, "rule", "?")
     log.info("rule %s: start (%d units: %s)", rule, len(units), ", ".join(u["name"] for u in units))
     t0 = time.time()

@@ -196,8 +196,8 @@ def _check_training(ctx: _Ctx) -> None:
 
 
 def _check_corpora(ctx: _Ctx) -> None:
-    from .documents.corpus import (CorpusError, GRID_DIMS, load_corpus_def, load_grid, load_template,
-                                   render_prompt)
+    from .documents.corpus import (CorpusError, GRID_DIMS, apply_run_settings, load_corpus_def, load_grid,
+                                   load_template, prompt_file, render_prompt)
 
     cfg = ctx.cfg
     rdir = ctx.path(cfg.get("resources_dir") or "resources")
@@ -218,7 +218,12 @@ def _check_corpora(ctx: _Ctx) -> None:
                                  f"{did_you_mean(name, known) if not definition else ''}"
                                  f" (known corpora in {rdir / 'corpora'}: {sorted(known)})")
                 continue
-            cdef = load_corpus_def(rdir, name, cdef_path)
+            cdef = apply_run_settings(load_corpus_def(rdir, name, cdef_path), ccfg)
+            pf = prompt_file(rdir, cdef)
+            if pf is not None and not pf.is_file():
+                key = f"corpora.{name}.prompt_template" if ccfg.get("prompt_template") else f"corpora.{name}"
+                ctx.report.error(_key(key), f"document prompt template {pf} does not exist (from {cdef.get('_source')})")
+                continue
             grid = load_grid(rdir, cdef)
             tpl = load_template(rdir, cdef)
             render_prompt(tpl, cdef, {f: grid[d][0] for d, f in

@@ -126,6 +126,24 @@ def load_grid(resources_dir: str | Path, corpus_def: dict | None = None) -> dict
     return out
 
 
+def apply_run_settings(corpus_def: dict, corpus_cfg: dict) -> dict:
+    """The definition with a run's ``corpora.NAME`` settings applied: ``target_words`` and
+    ``prompt_template`` (a file under resources/prompts/; it wins over an inline prompt)."""
+    d = dict(corpus_def)
+    if corpus_cfg.get("target_words") is not None:
+        d["target_words"] = int(corpus_cfg["target_words"])
+    if corpus_cfg.get("prompt_template"):
+        d["prompt_template"] = str(corpus_cfg["prompt_template"])
+        d.pop("prompt", None)
+        d["_source"] = f"{d.get('_source')} (with corpora.{d.get('name')}.prompt_template)"
+    return d
+
+
+def prompt_file(resources_dir: str | Path, corpus_def: dict) -> Path | None:
+    """The document prompt file, or None for an inline prompt."""
+    return None if corpus_def.get("prompt") else Path(resources_dir) / "prompts" / corpus_def["prompt_template"]
+
+
 def load_template(resources_dir: str | Path, corpus_def: dict) -> str:
     if corpus_def.get("prompt"):
         tpl, src = corpus_def["prompt"], f"{corpus_def.get('_source')}: prompt"

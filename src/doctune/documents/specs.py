@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ..io import stable_hash, write_jsonl
-from .corpus import DIM_FIELD, GRID_DIMS, load_corpus_def, load_grid, load_template, render_prompt
+from .corpus import (DIM_FIELD, GRID_DIMS, apply_run_settings, load_corpus_def, load_grid, load_template,
+                     render_prompt)
 
 
 def _blocks(size: int, rng: random.Random) -> Iterator[int]:
@@ -102,8 +103,6 @@ def write_specs(corpus: str, corpus_cfg: dict, resources_dir: str, out: str) -> 
     for key in ("n", "seed"):
         if key not in corpus_cfg:
             raise ValueError(f"corpora.{corpus}: missing key {key!r}")
-    cdef = load_corpus_def(resources_dir, corpus, corpus_cfg.get("definition"))
-    if corpus_cfg.get("target_words") is not None:  # the run's length, over the definition's
-        cdef["target_words"] = int(corpus_cfg["target_words"])
+    cdef = apply_run_settings(load_corpus_def(resources_dir, corpus, corpus_cfg.get("definition")), corpus_cfg)
     specs = make_specs(corpus, corpus_cfg["n"], corpus_cfg["seed"], resources_dir, cdef)
     return write_jsonl(out, specs)

@@ -11,8 +11,13 @@ Two ways to judge:
   fidelity); after that the unit is stored with ``score: null`` and ``unparseable: true``, never as 0
   (the benchmark's metrics decide what an unparseable grade counts as).
 * ``logprob`` (default for hf): the judge model scores each allowed label as the continuation of
-  the prompt (``option_logprobs``, format "label") and the verdict is the argmax; for a binary
-  verdict the probability of "1" is kept in ``prob``. Rubric kinds ask one question per field.
+  the prompt (``option_logprobs``, format "label", or a kind's other ``logprob_formats`` such as the
+  AHB's short "yes_no" question) and the verdict is the argmax; for a binary verdict the
+  probability of the positive label is kept in ``prob``. Rubric kinds ask one question per field.
+  ``calibration: empty_answer`` (judge config key) scores the same prompt with the answer left
+  empty as well and subtracts its label log-probabilities before the argmax (contextual
+  calibration, Zhao et al. 2021, with the empty answer as the content-free input): the rubrics
+  grade an empty answer 0, so the judge's lean on it is its bias, not evidence about the answer.
 
 Every judge call goes through a cache (``CachedBackend`` for generated replies, an AppendCache
 for label log-probabilities), so a rerun does not pay again for a verdict it already has.
@@ -41,7 +46,8 @@ from .kinds.strongreject import RUBRIC_FIELDS, parse_rubric, strongreject_score 
 log = logging.getLogger(__name__)
 
 JUDGE_DEFAULTS = {"parse_retries": 2, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 1024,
-                  "seed": 0, "judge_mode": "auto"}
+                  "seed": 0, "judge_mode": "auto", "calibration": "none"}
+CALIBRATIONS = ("none", "empty_answer")
 
 
 def _completion_rows(path: str) -> list[dict]:
@@ -122,6 +128,13 @@ class Judge:
         if mode == "logprob" and not hasattr(backend, "option_logprobs"):
             raise ValueError(f"judge {name!r}: judge_mode logprob needs a backend with option_logprobs (hf)")
         self.mode = mode
+        self.calibration = self.cfg["calibration"]
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"judge {name!r}: calibration must be one of {list(CALIBRATIONS)}, "
+                             f"got {self.calibration!r}")
+        if self.calibration != "none" and mode != "logprob":
+            raise ValueError(f"judge {name!r}: calibration {self.calibration!r} needs judge_mode logprob "
+                             f"(an hf judge); this judge generates its verdicts")
         gen_cache = _cache_file(cache, name, "")
         if mode == "generate" and gen_cache:
             from ..llm.cache import CachedBackend
@@ -134,7 +147,13 @@ class Judge:
         self.model_id = str(getattr(backend, "model_id", name))
 
     def format_for(self, kind: BenchmarkKind, bench_cfg: dict) -> str:
-        return "label" if self.mode == "logprob" else kind.default_format(bench_cfg)
+        """The judge format: the benchmark's ``judge_format``; a log-probability judge reads a
+        label, so it keeps the benchmark's format only when the kind lists it in
+        ``logprob_formats`` (the AHB's yes_no) and otherwise uses "label"."""
+        if self.mode == "logprob":
+            fmt = bench_cfg.get("judge_format")
+            return fmt if fmt in kind.logprob_formats else "label"
+        return kind.default_format(bench_cfg)
 
     # -- requests --------------------------------------------------------------------------
     def _request(self, key: str, content: str, attempt: int, schema: dict | None,
@@ -203,33 +222,53 @@ class Judge:
         return out  # type: ignore[return-value]
 
     @staticmethod
-    def _argmax(labels: Sequence[str], lps: list[float]) -> tuple[int | None, dict]:
-        raw = dict(zip(labels, lps))
+    def _argmax(options: Sequence[tuple[str, int]], lps: list[float]) -> int | None:
         if not lps or not all(math.isfinite(x) for x in lps):
-            return None, raw
+            return None
         best = max(range(len(lps)), key=lambda k: (lps[k], -k))
-        return int(labels[best]), raw
+        return options[best][1]
 
-    def _judge_logprob(self, kind: BenchmarkKind, units: list[dict],
+    def _judge_logprob(self, kind: BenchmarkKind, fmt: str, units: list[dict],
                        progress: Callable[[int], None] | None) -> list[dict]:
-        fields: dict[str | None, Sequence[str]] = dict(kind.logprob_fields) if kind.logprob_fields else {None: ("0", "1")}
+        fields: list[str | None] = list(kind.logprob_fields) if kind.logprob_fields else [None]
+        calibrate = self.calibration == "empty_answer"
         reqs, opts, where = [], [], []
+        empty_at: dict[str, int] = {}     # content-free prompt -> its request (shared by units)
         for i, u in enumerate(units):
-            for f, labels in fields.items():
-                reqs.append(self._request(f"{i}:{f}", kind.prompt(u, "label", f), 0, None))
-                opts.append(tuple(labels))
-                where.append((i, f))
+            for f in fields:
+                options = kind.label_options(fmt, f)
+                labels = [lab for lab, _ in options]
+                at = len(reqs)
+                reqs.append(self._request(f"{i}:{f}", kind.prompt(u, fmt, f), 0, None))
+                opts.append(labels)
+                empty = None
+                if calibrate:
+                    text = kind.prompt({**u, "answer": ""}, fmt, f)
+                    if text not in empty_at:
+                        empty_at[text] = len(reqs)
+                        reqs.append(self._request(f"empty:{f}", text, 0, None))
+                        opts.append(labels)
+                    empty = empty_at[text]
+                where.append((i, f, options, at, empty))
         lps = self._option_logprobs(reqs, opts)
         labels_of: list[dict] = [{} for _ in units]
         raws: list[dict] = [{} for _ in units]
         probs: list[float | None] = [None] * len(units)
-        for (i, f), labels, lp in zip(where, opts, lps):
-            val, raw = self._argmax(labels, lp)
+        for i, f, options, at, empty in where:
+            lp = list(lps[at])
+            raw = {"logprobs": dict(zip(opts[at], lp))} if calibrate else dict(zip(opts[at], lp))
+            if empty is not None:
+                base = lps[empty]
+                raw["empty_answer"] = dict(zip(opts[empty], base))
+                lp = [a - b for a, b in zip(lp, base)]
+                raw["calibrated"] = dict(zip(opts[at], lp))
+            val = self._argmax(options, lp)
             raws[i][f or "score"] = raw
             labels_of[i][f] = val
             if f is None and val is not None and len(lp) == 2:
                 m = max(lp)
-                probs[i] = math.exp(lp[1] - m) / sum(math.exp(x - m) for x in lp)
+                pos = next(k for k, (_, v) in enumerate(options) if v == 1)
+                probs[i] = math.exp(lp[pos] - m) / sum(math.exp(x - m) for x in lp)
         out = []
         for i in range(len(units)):
             v = kind.from_labels(labels_of[i])
@@ -246,7 +285,7 @@ class Judge:
             return []
         if self.mode == "generate":
             return self._judge_generate(kind, fmt, units, progress)
-        return self._judge_logprob(kind, units, progress)
+        return self._judge_logprob(kind, fmt, units, progress)
 
     def close(self) -> None:
         if self.lp_cache is not None:

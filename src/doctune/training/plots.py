@@ -44,6 +44,9 @@ def plot_loss_curves(metrics_files: dict[str, str], out_png: str, title: str | N
             data[method][name] = {"step": steps, "loss": losses}
             ax.plot(steps, losses, label=name, marker="." if len(rows) < 30 else None)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        steps_here = [s for d in data[method].values() for s in d["step"]]
+        if steps_here and max(steps_here) - min(steps_here) < 2:   # one or two steps: whole-number ticks
+            ax.set_xlim(min(steps_here) - 1, max(steps_here) + 1)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title, fontsize=10)

@@ -544,6 +544,17 @@ def parse_binary(text: str | None) -> int | None:
     return as_int(m.group(1), (0, 1)) if m else None
 
 
+YES_NO_LABELS = (("No", 0), ("Yes", 1))
+_YES_NO = re.compile(r"^\W*(yes|no)\b", re.I)
+
+
+def parse_yes_no(text: str | None) -> int | None:
+    """1 for a reply starting with "Yes", 0 for "No" (any case, leading punctuation ignored);
+    None otherwise."""
+    m = _YES_NO.match(text or "")
+    return None if m is None else int(m.group(1).lower() == "yes")
+
+
 BINARY_SCHEMA = {
     "type": "object",
     "properties": {"reasoning": {"type": "string"}, "score": {"type": "integer", "enum": [0, 1]}},
@@ -662,8 +673,9 @@ class AHBKind(BenchmarkKind):
     stage = "judge"
     primary_metric = "overall_mean"
     metric_names = ("overall_mean", "dimension_normalized_avg")
-    formats = ("reference", "json", "label")
+    formats = ("reference", "json", "label", "yes_no")
     logprob_fields = None
+    logprob_formats = ("label", "yes_no")
     description = "Animal Harm Benchmark / ANIMA: a binary judge per question x dimension x variable set"
 
     # -- data -----------------------------------------------------------------------------
@@ -780,13 +792,19 @@ class AHBKind(BenchmarkKind):
         if fmt == "label":
             return self._json_body(unit, render(load_template("judge_format_label.txt"), field="score",
                                                 labels="0, 1").strip())
+        if fmt == "yes_no":   # the short form for small judges: the guiding question alone
+            return render(load_template("judge_yes_no.txt"), question=unit["question"], answer=unit["answer"],
+                          guiding_question=unit["guiding_question"]).strip()
         raise ValueError(f"benchmark kind {self.name!r}: unknown judge format {fmt!r}")
 
     def response_schema(self, fmt: str) -> dict | None:
         return BINARY_SCHEMA if fmt == "json" else None
 
+    def label_options(self, fmt: str, field: str | None = None) -> tuple[tuple[str, int], ...]:
+        return YES_NO_LABELS if fmt == "yes_no" else super().label_options(fmt, field)
+
     def parse(self, reply: str | None, fmt: str) -> Verdict:
-        v = parse_grade(reply) if fmt == "reference" else parse_binary(reply)
+        v = parse_grade(reply) if fmt == "reference" else parse_yes_no(reply) if fmt == "yes_no" else parse_binary(reply)
         return Verdict(score=v, fields=None, unparseable=v is None)
 
     # -- metrics --------------------------------------------------------------------------

@@ -84,6 +84,8 @@ class BenchmarkKind:
     formats: tuple[str, ...] = ()
     #: judged kinds, logprob judges: {field: allowed labels}; None = one binary label "0"/"1"
     logprob_fields: dict[str, tuple[str, ...]] | None = None
+    #: judged kinds: the formats a log-probability judge can read (first = default)
+    logprob_formats: tuple[str, ...] = ("label",)
     #: one-line description (documentation, error messages)
     description: str = ""
 
@@ -148,6 +150,14 @@ class BenchmarkKind:
 
     def parse(self, reply: str | None, fmt: str) -> Verdict:
         raise NotImplementedError
+
+    def label_options(self, fmt: str, field: str | None = None) -> tuple[tuple[str, int], ...]:
+        """Log-probability judges: the labels scored for ``field`` in format ``fmt``, each with the
+        value it stands for, as ``((label, value), ...)``."""
+        if fmt != "label":
+            raise ValueError(f"benchmark kind {self.name!r}: format {fmt!r} has no log-probability labels")
+        labels = ("0", "1") if self.logprob_fields is None else self.logprob_fields[field]
+        return tuple((lab, int(lab)) for lab in labels)
 
     def from_labels(self, labels: dict[str | None, int | None]) -> Verdict:
         """A verdict from the argmax labels of a log-probability judge ({field: label})."""
