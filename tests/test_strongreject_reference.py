@@ -155,12 +155,15 @@ def test_source_path_url_and_dataset(tmp_path, repo_root, monkeypatch):
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/strongreject_dataset.csv"
         by_url = get_kind("strongreject").load({"source": {"path": url}}).items
+        with pytest.raises(BenchmarkUnavailable, match="could not download.*404"):   # the server says 404
+            get_kind("strongreject").load({"source": {"path": url.replace(".csv", "-gone.csv")}})
     finally:
         httpd.shutdown()
+        httpd.server_close()
     assert by_url == by_path and len(by_url) == 8 and "\n" in by_url[6]["prompt"]
     assert get_kind("strongreject").load({"source": {"path": url}}).items == by_path   # from the cache now
-    with pytest.raises(BenchmarkUnavailable, match="could not download"):
-        get_kind("strongreject").load({"source": {"path": url.replace(".csv", "-gone.csv")}})
+    with pytest.raises(BenchmarkUnavailable, match="could not download"):   # nothing listens any more
+        get_kind("strongreject").load({"source": {"path": url.replace(".csv", "-gone2.csv")}})
     assert get_kind("strongreject").data_files({"source": {"path": url}}) == []
     # a dataset id (datasets.load_dataset; a local dataset folder stands in for the hub)
     ds = tmp_path / "sr-dataset"

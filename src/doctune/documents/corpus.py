@@ -148,7 +148,7 @@ def load_template(resources_dir: str | Path, corpus_def: dict) -> str:
     if corpus_def.get("prompt"):
         tpl, src = corpus_def["prompt"], f"{corpus_def.get('_source')}: prompt"
     else:
-        p = Path(resources_dir) / "prompts" / corpus_def["prompt_template"]
+        p = prompt_file(resources_dir, corpus_def)
         if not p.is_file():
             raise CorpusError(f"{corpus_def.get('_source')}: prompt_template {p} not found")
         tpl, src = p.read_text(encoding="utf-8"), str(p)

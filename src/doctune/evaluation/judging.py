@@ -256,12 +256,14 @@ class Judge:
         probs: list[float | None] = [None] * len(units)
         for i, f, options, at, empty in where:
             lp = list(lps[at])
-            raw = {"logprobs": dict(zip(opts[at], lp))} if calibrate else dict(zip(opts[at], lp))
-            if empty is not None:
+            if empty is None:
+                raw = dict(zip(opts[at], lp))
+            else:   # calibrated: keep the prompt's, the empty answer's and the difference's log-probs
                 base = lps[empty]
-                raw["empty_answer"] = dict(zip(opts[empty], base))
-                lp = [a - b for a, b in zip(lp, base)]
-                raw["calibrated"] = dict(zip(opts[at], lp))
+                cal = [a - b for a, b in zip(lp, base)]
+                raw = {"logprobs": dict(zip(opts[at], lp)), "empty_answer": dict(zip(opts[empty], base)),
+                       "calibrated": dict(zip(opts[at], cal))}
+                lp = cal
             val = self._argmax(options, lp)
             raws[i][f or "score"] = raw
             labels_of[i][f] = val
