@@ -4,6 +4,7 @@ import sys
 
 from doctune import config as dc
 from doctune.evaluation.kinds import get_kind
+from doctune.manipulation import manipulation_pairs
 
 # A run killed with SIGKILL leaves Snakemake's locks behind; remove those no living Snakemake
 # holds, so rerunning the same command is enough (doctune.runlock).
@@ -33,6 +34,11 @@ MODELS = dc.eval_models(config)  # evaluated models (leaves)
 REPORTED = dc.reported_models(config)  # + seed averages
 AGG = {m: u for m, u in dc.seed_aggregates(config).items() if m in REPORTED}
 BENCHMARKS = list(config["benchmarks"])
+# probe benchmarks whose items the probes stage writes (rules/probes.smk): their source is its output
+PROBES_WRITTEN = [b for b, v in config["benchmarks"].items() if v.get("write")]
+for _b in PROBES_WRITTEN:
+    config["benchmarks"][_b]["source"] = {**(config["benchmarks"][_b].get("source") or {}),
+                                          "path": f"results/probes/{_b}.jsonl"}
 BENCH_KIND = {b: v["kind"] for b, v in config["benchmarks"].items()}
 KIND_OF = {b: get_kind(k) for b, k in BENCH_KIND.items()}  # the kind modules (doctune.evaluation.kinds)
 # benchmarks by the stage (rule) that produces their scores
@@ -42,12 +48,16 @@ LMEVAL = [b for b in BENCHMARKS if KIND_OF[b].stage == "lm_eval"]
 TINY_BASES = [b for b, v in config["base_models"].items() if v.get("build_tiny")]
 GGUF_BASES = [b for b, v in config["base_models"].items() if v.get("gguf") and not v.get("build_tiny")]
 RES = config["resources_dir"]
+# the judge validity gate of every judged benchmark (rule judge_gate), read before its verdicts are used
+GATE = {b: f"results/judge_gate/{b}.json" for b in JUDGED}
+# the manipulation check's pairs of document arms (doctune.manipulation)
+MC_PAIRS = manipulation_pairs(config)
 PLOTS = [
     "results/plots/robustness.png",
     "results/plots/dimension_profile.png",
     "results/plots/overview.png",
     "results/plots/loss_curves.png",
-]
+] + (["results/plots/manipulation.png"] if MC_PAIRS else [])
 
 wildcard_constraints:
     base=_alt(BASES),
@@ -59,6 +69,7 @@ wildcard_constraints:
     corpus=_alt(CORPORA),
     n=r"\d+",
     judged=_alt(JUDGED),
+    probe=_alt(PROBES_WRITTEN),
     logprob=_alt(LOGPROB),
     lmeval=_alt(LMEVAL),
     benchmark=_alt(BENCHMARKS),
@@ -121,6 +132,14 @@ def judge_inputs(benchmark):
     for j in config["benchmarks"][benchmark].get("judges") or []:
         out += backend_model_inputs(config["judges"][j])
     return sorted(set(out))
+
+
+def gate_sets(benchmark):
+    """The local labelled-answer files of a judged benchmark's judge gate (judge_validation)."""
+    out = []
+    for e in config["benchmarks"][benchmark].get("judge_validation") or []:
+        out.append(e if isinstance(e, str) else e["path"])
+    return out
 
 
 def judge_prompt_files():
@@ -237,3 +256,18 @@ def add_code_params():
             if not script.is_file():
                 script = Path(workflow.basedir) / "scripts" / Path(r.script).name
             r.set_params(code=code_hash(script, src))
+
+
+def trained_units_of(arm):
+    """The trained units (ARM, or ARM@SEED per seed) behind an arm's model, for its token count."""
+    return [u for u in TRAINED_UNITS if dc.split_unit(u)[0] == arm]
+
+
+def probe_corpus(wc):
+    """The corpus a model-written probe benchmark probes (rule probes)."""
+    return config["benchmarks"][wc.probe]["corpus"]
+
+
+def probe_generator(wc):
+    """The generators entry that writes a model-written probe benchmark's items (rule probes)."""
+    return config["generators"][config["benchmarks"][wc.probe]["write"]["generator"]]

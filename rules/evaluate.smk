@@ -65,11 +65,43 @@ if JUDGED:
             "../scripts/judge.py"
 
 
+    rule judge_gate:
+        """The judge validity gate: every judge of every judged benchmark on the benchmark's
+        labelled answers (judge_validation), before its verdicts are used by the metrics."""
+        input:
+            judges=sorted({f for b in JUDGED for f in judge_inputs(b)}),
+            data=stage_data(JUDGED),
+            labelled=sorted({f for b in JUDGED for f in gate_sets(b)}),
+            prompts=judge_prompt_files(),
+        output:
+            [GATE[b] for b in JUDGED],
+        params:
+            benches={b: config["benchmarks"][b] for b in JUDGED},
+            judges={b: resolved_judges(b) for b in JUDGED},
+            data={b: local_inputs(b) + gate_sets(b) for b in JUDGED},
+            gate=config["judge_gate"],
+            cache={b: f"results/cache/judge_gate/{b}.jsonl" for b in JUDGED},
+        log:
+            "results/logs/judge_gate.log",
+        benchmark:
+            "results/benchmarks/judge_gate.tsv"
+        threads: EVAL_RES["threads"]
+        resources:
+            gpu=max(judge_gpus(b) for b in JUDGED),
+            mem_mb=EVAL_RES["mem_mb"],
+            runtime=EVAL_RES["runtime"],
+        conda:
+            "../envs/evaluate.yaml"
+        script:
+            "../scripts/judge_gate.py"
+
+
 if LOGPROB:
 
-    rule score_ai_risk:
-        """Benchmarks of stage "logprob" (power-seeking, corrigibility): log-probability of the
-        matching answer under the chat template, for one model on all of them."""
+    rule score_logprob:
+        """Benchmarks of stage "logprob" (power-seeking, corrigibility, preference probes):
+        log-probabilities of answers under the chat template, for one model on all of them (the
+        model is loaded once)."""
         input:
             spec=lambda wc: spec_file(wc.model),
             data=stage_data(LOGPROB),
@@ -79,16 +111,16 @@ if LOGPROB:
             benches={b: config["benchmarks"][b] for b in LOGPROB},
             data={b: local_inputs(b) for b in LOGPROB},
         log:
-            "results/logs/score_ai_risk/{model}.log",
+            "results/logs/score_logprob/{model}.log",
         benchmark:
-            "results/benchmarks/score_ai_risk/{model}.tsv"
+            "results/benchmarks/score_logprob/{model}.tsv"
         threads: EVAL_RES["threads"]
         resources:
             **res_kw(config["evaluation"]),
         conda:
             "../envs/evaluate.yaml"
         script:
-            "../scripts/score_ai_risk.py"
+            "../scripts/score_logprob.py"
 
 
 if LMEVAL:
@@ -119,15 +151,18 @@ if LMEVAL:
 
 
 rule metrics:
-    """Aggregate one model's scores on every benchmark: metrics with bootstrap CIs, n and n_missing."""
+    """Aggregate one model's scores on every benchmark: metrics with bootstrap CIs, n and n_missing,
+    and for judged benchmarks the judge gate's verdict."""
     input:
         scores=lambda wc: [metrics_input(wc.model, b) for b in BENCHMARKS],
         data=stage_data(BENCHMARKS),
+        gates=list(GATE.values()),
     output:
         stage_outputs("results/metrics/{model}/{b}.json", BENCHMARKS),
     params:
         benches={b: config["benchmarks"][b] for b in BENCHMARKS},
         data={b: local_inputs(b) for b in BENCHMARKS},
+        gates=GATE,
         n_bootstrap=config["evaluation"]["n_bootstrap"],
         seed=config["seed"],
     log:

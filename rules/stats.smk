@@ -60,6 +60,76 @@ rule comparisons:
         "../scripts/comparisons.py"
 
 
+MC_MODELS = sorted({m for p in MC_PAIRS for m in (p["arm"], p["control"], p["base"])})
+MC_STATES = {a: [f"results/models/{u}/trainer_state.json" for u in trained_units_of(a)]
+             for p in MC_PAIRS for a in (p["arm"], p["control"])}
+
+# each probe's items and its corpus's documents, for the word-overlap check
+MC_OVERLAP = {p[f"{side}_probe"]: (config["benchmarks"][p[f"{side}_probe"]]["source"]["path"],
+                                   f"results/documents/{p[f'{side}_corpus']}.jsonl",
+                                   config["benchmarks"][p[f"{side}_probe"]].get("max_items"))
+              for p in MC_PAIRS for side in ("arm", "control")
+              if (config["benchmarks"][p[f"{side}_probe"]].get("source") or {}).get("path")}
+
+
+if MC_PAIRS:
+
+    rule manipulation_check:
+        """Judge-free: each document arm against its matched control on its own corpus's probe and
+        on the control's, and each against the untrained model (doctune.manipulation)."""
+        input:
+            metrics=sorted({f"results/metrics/{m}/{b}.json" for p in MC_PAIRS for m in MC_MODELS
+                            for b in (p["arm_probe"], p["control_probe"])}),
+            states=sorted({f for fs in MC_STATES.values() for f in fs}),
+            overlap=sorted({f for pair in MC_OVERLAP.values() for f in pair[:2]}),
+        output:
+            report("results/stats/manipulation.tsv", caption="../report/manipulation.rst", category="Manipulation check"),
+        params:
+            pairs=MC_PAIRS,
+            metrics_files={m: {b: f"results/metrics/{m}/{b}.json" for b in BENCHMARKS} for m in MC_MODELS},
+            states=MC_STATES,
+            overlap=MC_OVERLAP,
+            stats=config["stats"],
+            check=config["manipulation_check"],
+            demo=config["demo"],
+        log:
+            "results/logs/manipulation_check.log",
+        benchmark:
+            "results/benchmarks/manipulation_check.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+            gpu=0,
+        conda:
+            "../envs/stats.yaml"
+        script:
+            "../scripts/manipulation_check.py"
+
+    rule manipulation_plot:
+        """The manipulation check as a figure: every difference with its CI, per pair."""
+        input:
+            "results/stats/manipulation.tsv",
+        output:
+            report("results/plots/manipulation.png", caption="../report/manipulation.rst", category="Figures"),
+        params:
+            demo=config["demo"],
+            alpha=config["stats"]["alpha"],
+        log:
+            "results/logs/manipulation_plot.log",
+        benchmark:
+            "results/benchmarks/manipulation_plot.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+            gpu=0,
+        conda:
+            "../envs/stats.yaml"
+        script:
+            "../scripts/manipulation_plot.py"
+
+
 AGREE = config["agreement"]
 AGREE_ON = bool(JUDGED) and AGREE["export"]
 RATINGS = [AGREE["ratings"]] if isinstance(AGREE["ratings"], str) else list(AGREE["ratings"] or [])
@@ -125,14 +195,18 @@ rule agreement:
 
 
 rule summary:
-    """results/summary.tsv: model, benchmark, metric, value, ci_low, ci_high, n, n_missing."""
+    """results/summary.tsv: the manipulation check first, then model, benchmark, metric, value,
+    ci_low, ci_high, n, n_missing for every metric, the judge gates and the agreement rows."""
     input:
         metrics=ALL_METRICS,
         agreement=["results/agreement/agreement.json"] if AGREE_ON else [],
+        manipulation=["results/stats/manipulation.tsv"] if MC_PAIRS else [],
+        gates=list(GATE.values()),
     output:
         report("results/summary.tsv", caption="../report/summary.rst", category="Summary"),
     params:
         metrics_files=METRICS,
+        gates=GATE,
         demo=config["demo"],
     log:
         "results/logs/summary.log",

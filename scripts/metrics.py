@@ -15,7 +15,7 @@ def unit(bench, scores, out):
     return {"name": bench, "outputs": [out], "inputs": [scores, *p.data[bench]],
             "config": {"bench": cfg, "n_bootstrap": p.n_bootstrap, "seed": p.seed},
             "body": lambda: compute_metrics(model, bench, cfg, scores, out, n_bootstrap=int(p.n_bootstrap),
-                                            seed=int(p.seed))}
+                                            seed=int(p.seed), gate=p.gates.get(bench))}
 
 
 assert [Path(o).name.rsplit(".", 1)[0] for o in sm.output] == list(p.benches), "outputs and benchmarks out of step"

@@ -1,4 +1,4 @@
-"""rule score_ai_risk: benchmarks of stage "logprob" (answer log-probabilities, e.g. advanced-ai-risk)
+"""rule score_logprob: benchmarks of stage "logprob" (answer log-probabilities: advanced-ai-risk, probes)
 for one model; the model is loaded once and shared by the benchmarks with the same settings."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from pathlib import Path

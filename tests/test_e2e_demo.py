@@ -74,6 +74,7 @@ EXPECTED = {
     "ai_risk": ["matching_rate", "matching_prob"],
     "strongreject": ["score", "refusal_rate"],
     "lm_eval": ["acc", "acc_norm"],
+    "probe": ["margin", "margin_sum", "preference_rate", "preference_rate_sum"],
 }
 
 
@@ -103,7 +104,8 @@ def test_summary_has_every_model_benchmark_metric(demo_run):
 def test_summary_values_trace_back_to_metrics_files(demo_run):
     import json
 
-    rows = read_summary(demo_run / RUN / "results/summary.tsv")
+    rows = [r for r in read_summary(demo_run / RUN / "results/summary.tsv")
+            if not r["metric"].startswith(("manipulation", "judge_gate"))]
     for r in rows[:50]:
         m = json.loads((demo_run / RUN / f"results/metrics/{r['model']}/{r['benchmark']}.json").read_text())
         v = m["metrics"][r["metric"]]["value"]
@@ -120,6 +122,35 @@ def test_comparisons_table(demo_run):
                                   "p_value", "test", "n"]
     pairs = {(r["model_a"], r["model_b"]) for r in rows}
     assert {("doc", "instruct"), ("doc.post4", "instruct.post4"), ("doc", "control")} <= pairs
+
+
+def test_manipulation_check_and_judge_gate_run_end_to_end(demo_run):
+    """The judge-free manipulation check (doc vs control on both probes, each against the base) heads
+    the summary; every judged benchmark's judges were scored on labelled answers before the metrics,
+    and the metrics, summary and comparisons carry the gate's verdict."""
+    import json
+
+    from doctune.manipulation import read_manipulation
+
+    run = demo_run / RUN / "results"
+    rows = read_manipulation(str(run / "stats/manipulation.tsv"))
+    assert rows[0]["row_type"] == "verdict" and (rows[0]["arm"], rows[0]["control"]) == ("doc", "control")
+    assert rows[0]["verdict"] and rows[0]["tokens_arm"] > 0 and rows[0]["tokens_control"] > 0
+    comps = {r["comparison"]: r for r in rows[1:]}
+    assert set(comps) == {"own", "other", "arm_vs_base", "control_vs_base"}
+    assert comps["own"]["probe"] == "welfare_probe" and comps["other"]["probe"] == "urban_probe"
+    assert all(r["n"] == 12 and r["p_value"] is not None for r in comps.values())
+    assert "items share a run of 8 words" in comps["own"]["note"]
+    summary = read_summary(run / "summary.tsv")
+    assert summary[0]["metric"] == "manipulation_check" and summary[0]["model"] == "doc vs control"
+    for bench in ("ahb", "human_compassion", "strongreject"):
+        gate = json.loads((run / f"judge_gate/{bench}.json").read_text())
+        assert gate["status"] in ("passed", "failed") and gate["judges"]["tiny_judge"]["n_answers"] > 0
+        m = json.loads((run / f"metrics/doc/{bench}.json").read_text())
+        assert m["judge_gate"]["status"] == gate["status"]
+        assert {r["judge_gate"] for r in summary if r["benchmark"] == bench and r["model"] == "doc"} == {gate["status"]}
+        assert any(r["metric"] == "judge_gate:kappa" and r["benchmark"] == bench for r in summary)
+    assert (run / "plots/manipulation.png").stat().st_size > 5000
 
 
 def test_plots_and_logs_exist(demo_run):
@@ -186,9 +217,9 @@ def test_provenance_trace(demo_run):
     ("training/step.py", {"train_arm", "post_train", "completions"},
      {"documents", "specs", "instruct_data", "posttrain_data"}),
     ("evaluation/completions.py", {"completions", "judge", "metrics", "summary"},
-     {"score_ai_risk", "lm_eval", "train_arm", "post_train", "documents"}),
+     {"score_logprob", "lm_eval", "train_arm", "post_train", "documents"}),
     ("stats.py", {"comparisons", "summary"},
-     {"train_arm", "post_train", "completions", "judge", "metrics", "documents", "score_ai_risk"}),
+     {"train_arm", "post_train", "completions", "judge", "metrics", "documents", "score_logprob"}),
 ])
 def test_package_code_change_reruns_its_rules_and_only_those(demo_run, module, reruns, untouched):
     path = demo_run / "src" / "doctune" / module

@@ -84,6 +84,7 @@ def test_corpus_unknown_key_and_missing_corpus_suggest_names(work):
     cfg = demo()
     cfg["corpora"]["animal_welfare_a"] = cfg["corpora"].pop("animal_welfare_ai")
     cfg["arms"]["doc"]["corpus"] = cfg["instruct_data"]["corpus"] = "animal_welfare_a"
+    cfg["benchmarks"]["welfare_probe"]["corpus"] = "animal_welfare_a"
     r = run(cfg)
     assert any("corpora.animal_welfare_a" in e and "did you mean 'animal_welfare_ai'" in e for e in r.errors), r.errors
 

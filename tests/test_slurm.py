@@ -90,7 +90,7 @@ def test_profile_contents():
     assert prof["executor"] == "slurm"
     assert prof["retries"] >= 1 and prof["latency-wait"] >= 10
     assert "slurm_partition" in prof["default-resources"] and "slurm_account" in prof["default-resources"]
-    for rule in ["judge", "metrics", "score_ai_risk", "lm_eval", "comparisons", "summary", "plots",
+    for rule in ["judge", "metrics", "score_logprob", "lm_eval", "comparisons", "summary", "plots",
                  "specs", "posttrain_data"]:
         assert prof["groups"][rule] in prof["group-components"], rule
     # group submissions are capped, so packed jobs never ask for more than one node offers

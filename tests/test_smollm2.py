@@ -298,3 +298,57 @@ def test_demo_documents_end_at_eos(smol, tmp_path, use_backend):
               f"key phrases {count_key_phrases(d['text'], cdef['key_phrases'])}: {d['text'][:120]!r}")
     assert all(d["finish_reason"] == "stop" for d in docs)
     assert len(docs) >= 2, json.dumps(rep)[:2000]   # at least half (measured 2026-12-03: 3 of 4)
+
+
+def test_probe_scores_equal_a_direct_forward_pass(smol):
+    """(f) The preference-probe scorer (doctune.evaluation.kinds.probe: batched, right-padded, the
+    vocabulary projected only at the scored positions) against an independent computation: one plain
+    forward pass per answer over the whole chat-formatted sequence, the answer's tokens taken as
+    lm-eval takes a continuation (the whole text encoded, the context's tokens cut off). Twelve items
+    of the shipped welfare probe, in batches of five. In float64 (where batch shapes cannot change the
+    arithmetic) sums and per-token means agree to 1e-5; in the float32 the runs use, per-token means
+    agree to 1e-4 (batch shapes change float32 rounding; sums over ~70 tokens differ by up to ~1e-3)."""
+    import copy
+
+    import torch
+
+    from doctune.evaluation.kinds.probe import score_items
+    from doctune.evaluation.kinds.probe.items import read_file
+    from doctune.llm.hf import HFBackend
+
+    items = read_file(REPO / "resources/probes/animal_welfare.jsonl")[::10][:12]
+    tok = smol.tok
+
+    def reference(model, prompt, answer):
+        head = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True)
+        ctx = tok(head, add_special_tokens=False)["input_ids"]
+        whole = tok(head + answer, add_special_tokens=False)["input_ids"]
+        cont = whole[len(ctx):]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
+        return sum(float(logp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont)), len(cont)
+
+    worst = {}
+    for label, model, tol_sum, tol_mean in (("float64", copy.deepcopy(smol.model).double(), 1e-5, 1e-5),
+                                            ("float32", smol.model, None, 1e-4)):
+        backend = HFBackend({"backend": "hf", "spec": smol.spec, "batch_size": 5}, model=model, tokenizer=tok)
+        rows = score_items(backend, items, {})
+        d_sum = d_mean = 0.0
+        for it, row in zip(items, rows):
+            got = [(row["logprob_preferred"], row["n_tokens_preferred"])] + \
+                list(zip(row["logprob_dispreferred"], row["n_tokens_dispreferred"]))
+            for (lp, n), text in zip(got, [it["preferred"], *it["dispreferred"]]):
+                ref, m = reference(model, it["prompt"], text.strip())
+                assert n == m, (it["id"], n, m)
+                d_sum, d_mean = max(d_sum, abs(lp - ref)), max(d_mean, abs(lp / n - ref / m))
+            ref_margin = (reference(model, it["prompt"], it["preferred"].strip())[0] / row["n_tokens_preferred"]
+                          - reference(model, it["prompt"], it["dispreferred"][0].strip())[0]
+                          / row["n_tokens_dispreferred"][0])
+            assert abs(row["margin"] - ref_margin) <= 2 * tol_mean
+        worst[label] = (d_sum, d_mean)
+        assert d_mean <= tol_mean, (label, d_mean)
+        if tol_sum is not None:
+            assert d_sum <= tol_sum, (label, d_sum)
+    print("\n(f) probe scorer vs direct forward pass, largest |difference| (sum, per-token mean):",
+          {k: (f"{a:.2e}", f"{b:.2e}") for k, (a, b) in worst.items()})

@@ -361,3 +361,18 @@ def test_sigterm_then_resume_matches_uninterrupted_run(work, docs_file, tiny_spe
     assert [r["tokens"] for r in rb] == [r["tokens"] for r in ra]
     state = read_json(run_dir / "trainer_state.json")
     assert state["resumes"] == [stopped_at]
+
+
+def test_token_budget_sets_the_steps_from_the_fixed_data_order():
+    """training.max_tokens: the fewest steps whose rows (in step_rows' order) hold the budget, so two
+    arms on corpora of different sizes see the same number of tokens to within one step."""
+    from doctune.training.data import step_rows
+    from doctune.training.loop import steps_for_tokens
+
+    rows = [{"input_ids": [0] * n} for n in (100, 100, 40)]   # 240 tokens an epoch, batch 2: 200, 40, 200, 40...
+    assert steps_for_tokens(rows, 200, 2, 0, False) == 1
+    assert steps_for_tokens(rows, 201, 2, 0, False) == 2
+    assert steps_for_tokens(rows, 1000, 2, 0, False) == 9     # 4 epochs = 960 tokens in 8 steps, then one more
+    steps = steps_for_tokens(rows, 700, 2, 3, True)
+    seen = [sum(len(rows[i]["input_ids"]) for i in step_rows(3, s, 2, 3, True)) for s in range(steps)]
+    assert sum(seen) >= 700 > sum(seen[:-1])

@@ -250,6 +250,24 @@ def pair_stats(x: Sequence[Any], y: Sequence[Any], n_bootstrap: int = 1000, seed
     return out
 
 
+def clustered_pair_stats(clusters: Sequence[Sequence[tuple[int, int]]], n_bootstrap: int = 1000,
+                         seed: int = 0) -> dict:
+    """Cohen's kappa and raw agreement of two binary coders over units that come in clusters
+    (e.g. the dimensions of one judged answer), with 95% CIs from a cluster bootstrap: whole
+    clusters are resampled, so units that share an answer are never treated as independent.
+    Returns {"kappa": {...}, "raw_agreement": {...}} like ``pair_stats``."""
+    cells = [tuple(_cells([a for a, _ in c], [b for _, b in c])) for c in clusters if c]
+    pats, w = _patterns(cells)
+    mat = np.array(pats, dtype=float).reshape(-1, 4)
+    out = {"kappa": _with_ci(lambda W: _kappa_from_cells(W @ mat), w, n_bootstrap, seed, _KAPPA_UNDEF),
+           "raw_agreement": _with_ci(lambda W: _raw_from_cells(W @ mat), w, n_bootstrap, seed,
+                                     "no units to compare")}
+    n_units = int(mat.sum(axis=1) @ w) if len(w) else 0
+    for r in out.values():
+        r["n_clusters"], r["n"] = r["n"], n_units
+    return out
+
+
 def _alpha_stat(units: list[list[Any]], n_bootstrap: int, seed: int) -> dict:
     """Alpha with CI over pairable units; units are grouped by their label multiset."""
     keys = [tuple(sorted(Counter(v for v in u if v is not None).items()))

@@ -39,7 +39,8 @@ def _fill_defaults(schema: dict, instance: Any, root: dict | None = None) -> Any
     additionalProperties / array items that are objects)."""
     root = root if root is not None else schema
     schema = _resolve(schema, root)
-    if isinstance(instance, dict) and schema.get("type") == "object":
+    types = schema.get("type")
+    if isinstance(instance, dict) and (types == "object" or isinstance(types, list) and "object" in types):
         props = schema.get("properties", {})
         for key, sub in props.items():
             rsub = _resolve(sub, root)
@@ -245,6 +246,7 @@ def _config_paths(cfg: dict):
         sources.append(b.get("source"))
         yield b, "local_file"
         yield b, "judge_prompt"
+        yield b, "judge_validation"   # labelled answers of the judge gate: paths, or {path, ...}
         for k in list(d(b.get("task_args"))):  # inspect: dataset folders and files among the task's arguments
             yield b["task_args"], k
     for s in sources:
@@ -412,6 +414,19 @@ def reference_problems(cfg: dict) -> list[str]:
             from .evaluation.kinds.inspect_task import check_config as _inspect_check
 
             errs += [e for e in _inspect_check(b, name) if "does not exist" not in e]
+    for name, b in (cfg.get("benchmarks") or {}).items():
+        if b.get("corpus") is not None and b["corpus"] not in corpora:
+            errs.append(_not_an_entry(f"benchmarks.{name}.corpus", b["corpus"], corpora, "a corpora entry"))
+        if b.get("write") and b["write"].get("generator") not in gens:
+            errs.append(_not_an_entry(f"benchmarks.{name}.write.generator", b["write"].get("generator"), gens,
+                                      "a generators entry"))
+    if not errs:
+        from .manipulation import manipulation_pairs
+
+        try:
+            manipulation_pairs(cfg)
+        except ValueError as exc:
+            errs.append(str(exc))
     models = set(all_models(cfg)) if not errs else set()
     for i, m in enumerate((cfg.get("evaluation") or {}).get("models", "all") if isinstance(
             (cfg.get("evaluation") or {}).get("models"), list) else []):

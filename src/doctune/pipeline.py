@@ -75,7 +75,7 @@ def params_dict(sm) -> dict:
 # already a missing-data marker, their outputs become markers. The metrics rule reads markers
 # itself and reports the benchmark missing; rules that combine many benchmarks (summary,
 # comparisons, plots, rating sample) skip what is missing and never become markers themselves.
-PROPAGATE_MISSING = {"completions", "judge", "score_ai_risk", "lm_eval", "posttrain_data", "replay_data",
+PROPAGATE_MISSING = {"completions", "judge", "judge_gate", "score_logprob", "lm_eval", "posttrain_data", "replay_data",
                      "post_train", "alias_arm", "train_arm"}
 
 

@@ -62,6 +62,7 @@ KIND_NAMES = {
     "strongreject": "StrongREJECT",
     "ai_risk": "advanced AI risk",
     "lm_eval": "lm-eval",
+    "probe": "preference probe",
 }
 METRIC_NAMES = {
     "overall_mean": "mean question score",
@@ -72,6 +73,9 @@ METRIC_NAMES = {
     "matching_prob": "probability of the matching answer",
     "acc": "accuracy",
     "acc_norm": "length-normalized accuracy",
+    "margin": "log-likelihood margin (nats/token)",
+    "margin_sum": "log-likelihood margin (nats)",
+    "preference_rate": "items preferring the preferred answer",
 }
 
 
@@ -88,6 +92,19 @@ def benchmark_title(benchmark: str, kind: str | None) -> str:
     name = KIND_NAMES.get(kind or "")
     same = name and name.lower().replace(" ", "_") == benchmark.lower()
     return benchmark if not name or same else f"{benchmark} ({name})"
+
+
+def gate_flag(metrics_files: dict, benchmark: str) -> str | None:
+    """'judge gate failed' / 'judge unvalidated' for a judged benchmark whose judge did not pass the
+    judge gate (the metrics files' judge_gate), None otherwise: figures never show such numbers
+    without saying so."""
+    for per in metrics_files.values():
+        path = per.get(benchmark)
+        if path and Path(path).exists():
+            g = load_metrics_file(path).get("judge_gate")
+            if isinstance(g, dict) and g.get("status") not in (None, "passed"):
+                return "judge gate failed" if g["status"] == "failed" else "judge unvalidated"
+    return None
 
 
 def read_comparisons(path: str | None) -> list[dict]:
@@ -183,13 +200,15 @@ def _robustness_panel(ax, metrics_files: dict, arms: list[str], xs: list[int], b
     ax.set_xlim(-0.3, len(xs) - 0.7)
     ax.set_xlabel("post-training samples (0 = the arm itself)")
     ax.set_ylabel(metric_label(resolved))
-    ax.set_title(benchmark_title(benchmark, kind), fontsize=10)
+    flag = gate_flag(metrics_files, benchmark)
+    ax.set_title(benchmark_title(benchmark, kind) + (f"\n[{flag.upper()}: not evidence]" if flag else ""),
+                 fontsize=10, color="firebrick" if flag else "black")
     ax.grid(alpha=0.3)
     if missing:
         ax.text(0.01, 0.01, "missing (gap): " + ", ".join(missing), transform=ax.transAxes,
                 fontsize=7, va="bottom")
     return {"x": xs, "metric": resolved, "series": series, "reference": ref_data,
-            "significant": marks, "missing": missing}
+            "significant": marks, "missing": missing, "gate_flag": flag}
 
 
 def robustness_curves(metrics_files: dict[str, dict[str, str]], arms: list[str],
@@ -378,8 +397,13 @@ def overview(metrics_files: dict[str, dict[str, str]], models: list[str], benchm
             ci = "" if math.isnan(lo[i, j]) else f"\n[{lo[i, j]:.2f}, {hi[i, j]:.2f}]"
             ax.text(j, i, f"{v:.2f}{ci}", ha="center", va="center", fontsize=6.5,
                     color="white" if v < 0.6 else "black")
+    flags = {b: gate_flag(metrics_files, b) for b in names}
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([f"{b}\n{metric_label(primary[b])}" for b in names], fontsize=7, rotation=30, ha="right")
+    ax.set_xticklabels([f"{b}\n{metric_label(primary[b])}" + (f"\n[{flags[b]}]" if flags[b] else "")
+                        for b in names], fontsize=7, rotation=30, ha="right")
+    for lab, b in zip(ax.get_xticklabels(), names):
+        if flags[b]:
+            lab.set_color("firebrick")
     ax.set_yticks(range(len(models)))
     ax.set_yticklabels(models, fontsize=8)
     ax.set_title("Primary metric of each benchmark per model (value, 95% CI)", fontsize=10)
@@ -387,4 +411,63 @@ def overview(metrics_files: dict[str, dict[str, str]], models: list[str], benchm
     fig.tight_layout()
     _save(fig, out_png, demo)
     return {"models": list(models), "benchmarks": names, "metrics": primary, "value": val.tolist(),
-            "ci_low": lo.tolist(), "ci_high": hi.tolist()}
+            "ci_low": lo.tolist(), "ci_high": hi.tolist(), "gate_flags": flags}
+
+
+COMPARISON_LABELS = {"own": "{a} - {c}\non {probe} (own)", "other": "{a} - {c}\non {probe} (control's)",
+                     "arm_vs_base": "{a} - {b}\non {probe}", "control_vs_base": "{c} - {b}\non {probe}"}
+
+
+def manipulation_figure(rows: list[dict], out_png: str, *, alpha: float = 0.05, demo: bool = False) -> dict:
+    """The manipulation check (``doctune.manipulation``): one panel per pair of document arm and
+    control, each of its four differences of the probe margin as a point with its CI (zero line:
+    no difference), stars where the Holm-adjusted p is below alpha, the verdict in words below.
+    Returns {pair: {"labels", "diff", "ci_low", "ci_high", "significant", "verdict"}}."""
+    import textwrap
+
+    pairs: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        key = (r["arm"], r["control"])
+        d = pairs.setdefault(key, {"labels": [], "diff": [], "ci_low": [], "ci_high": [], "significant": [],
+                                   "verdict": None, "metric": r.get("metric")})
+        if r["row_type"] == "verdict":
+            d["verdict"] = r.get("verdict")
+            continue
+        base = r["model_b"] if r["comparison"].endswith("_vs_base") else None
+        d["labels"].append(COMPARISON_LABELS[r["comparison"]].format(a=r["arm"], c=r["control"], b=base,
+                                                                     probe=r["probe"]))
+        nan = float("nan")
+        d["diff"].append(nan if r.get("diff") is None else r["diff"])
+        d["ci_low"].append(nan if r.get("ci_low") is None else r["ci_low"])
+        d["ci_high"].append(nan if r.get("ci_high") is None else r["ci_high"])
+        d["significant"].append(bool(r.get("significant")))
+    n = max(1, len(pairs))
+    fig, axes = plt.subplots(n, 1, figsize=(8.5, 3.9 * n), squeeze=False)
+    for ax, ((a, c), d) in zip([x[0] for x in axes], pairs.items()):
+        ys = list(range(len(d["labels"])))[::-1]
+        colors = ["tab:blue", "tab:orange", "0.45", "0.45"][:len(ys)]
+        for y, v, lo, hi, sig, col in zip(ys, d["diff"], d["ci_low"], d["ci_high"], d["significant"], colors):
+            if math.isnan(v):
+                ax.text(0, y, "not computed", ha="center", va="center", fontsize=8, color="0.4")
+                continue
+            ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]] if not math.isnan(lo) else None, fmt="o",
+                        color=col, capsize=4)
+            ax.annotate(f"{v:+.3g}" + (" *" if sig else ""), (v, y), xytext=(0, 7), textcoords="offset points",
+                        ha="center", fontsize=8, fontweight="bold" if sig else "normal")
+        ax.axvline(0, color="0.3", linewidth=1)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(d["labels"], fontsize=8)
+        ax.set_ylim(-0.7, len(ys) - 0.3)
+        ax.set_xlabel(f"difference in {metric_label(d['metric'])} (95% bootstrap CI; * Holm p < {alpha:g})",
+                      fontsize=8)
+        ax.set_title(f"Manipulation check: {a} against its matched control, {c}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        if d["verdict"]:
+            ax.text(0, -0.3, "\n".join(textwrap.wrap(d["verdict"], 120)), transform=ax.transAxes, fontsize=7,
+                    va="top", ha="left")
+    if not pairs:
+        axes[0][0].text(0.5, 0.5, "no pair of document arms with probes", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    fig.tight_layout(h_pad=6)
+    _save(fig, out_png, demo)
+    return {f"{a}|{c}": d for (a, c), d in pairs.items()}

@@ -531,9 +531,56 @@ def _check_benchmarks(ctx: _Ctx) -> None:
                                f"benchmark {name!r} will be reported missing for every model")
 
 
+def _check_judge_validation(ctx: _Ctx) -> None:
+    """Every judged benchmark's labelled answers (the judge gate): files that parse, answers that
+    fit the benchmark; a judged benchmark without any is warned about (its verdicts are flagged
+    unvalidated)."""
+    from .evaluation.judge_gate import gate_units, read_set, set_entries
+    from .evaluation.kinds import get_kind
+
+    for name, b in (ctx.cfg.get("benchmarks") or {}).items():
+        try:
+            kind = get_kind(b.get("kind"))
+        except ValueError:
+            continue   # reported by the benchmark checks
+        if kind.stage != "judge":
+            continue
+        key = _key(f"benchmarks.{name}.judge_validation")
+        try:
+            entries = set_entries(b)
+        except DataError as exc:
+            ctx.report.error(key, _msg(exc))
+            continue
+        if not entries:
+            ctx.report.warn(key, "no labelled answers: this benchmark's verdicts will be flagged as "
+                                 "coming from an unvalidated judge")
+            continue
+        local = (b.get("source") or {}).get("path") or (b.get("source") or {}).get("questions_file")
+        for i, e in enumerate(entries):
+            where = _key(f"benchmarks.{name}.judge_validation[{i}]")
+            if not ctx.path(e["path"]).is_file():
+                ctx.report.error(where, f"{e['path']} does not exist")
+                continue
+            try:
+                records = read_set(e)
+            except (DataError, ValueError, OSError) as exc:
+                ctx.report.error(where, _msg(exc))
+                continue
+            if not local or URL.match(str(local)):   # hub benchmarks are checked in the run
+                continue
+            try:
+                with _quiet():
+                    units, skipped = gate_units(kind, b, records)
+            except (DataError, ValueError, OSError):
+                continue   # the benchmark's own data is broken: its check reports that
+            if not units:
+                ctx.report.error(where, f"none of the answers in {e['path']} fits this benchmark's "
+                                        f"questions (skipped: {skipped})")
+
+
 CHECKS: list[Callable[[_Ctx], None]] = [
     _check_training, _check_corpora, _check_posttrain, _check_arm_data, _check_benchmarks,
-    _check_models, _check_files, _check_api_keys,
+    _check_judge_validation, _check_models, _check_files, _check_api_keys,
 ]
 
 

@@ -34,7 +34,7 @@ CONTRACT_COLUMNS = ["benchmark", "metric", "model_a", "model_b", "diff", "ci_low
                     "p_value", "test", "n"]
 COLUMNS = CONTRACT_COLUMNS + ["value_a", "value_b", "p_holm", "n_missing", "p_t", "p_wilcoxon",
                               "p_permutation", "status", "note", "family", "significant",
-                              "n_seeds_a", "n_seeds_b"]
+                              "n_seeds_a", "n_seeds_b", "judge_gate"]
 
 STATS_DEFAULTS: dict[str, Any] = {
     "n_bootstrap": 10000,
@@ -569,6 +569,18 @@ def compare_one(benchmark: str, metric: str, model_a: str, model_b: str, family:
 
 
 # ----------------------------------------------------------------------------- driver
+def _flag_gate(row: dict, *docs: dict | str) -> None:
+    """Mark a row of a judged benchmark with its judge gate's verdict (metrics files' judge_gate);
+    a judge that did not pass puts its note first: such a difference is never silently trusted."""
+    gates = [d["judge_gate"] for d in docs if isinstance(d, dict) and isinstance(d.get("judge_gate"), dict)]
+    if not gates:
+        return
+    worst = next((g for g in gates if g.get("status") != "passed"), gates[0])
+    row["judge_gate"] = worst.get("status")
+    if worst.get("status") != "passed":
+        row["note"] = "; ".join(x for x in (worst.get("note") or f"judge gate {worst.get('status')}", row["note"]) if x)
+
+
 def compute_comparisons(comparisons: list[dict], metrics_files: dict[str, dict[str, str]],
                         stats_cfg: dict) -> list[dict]:
     """All comparison rows (dicts keyed by COLUMNS), Holm-corrected within families."""
@@ -598,8 +610,9 @@ def compute_comparisons(comparisons: list[dict], metrics_files: dict[str, dict[s
             if key in seen:
                 continue
             seen.add(key)
-            rows.append(compare_one(bname, m, a, b, family, metric_data(doc_a, m, a),
-                                    metric_data(doc_b, m, b), cfg))
+            row = compare_one(bname, m, a, b, family, metric_data(doc_a, m, a), metric_data(doc_b, m, b), cfg)
+            _flag_gate(row, doc_a, doc_b)
+            rows.append(row)
     families: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         families.setdefault(r["family"], []).append(i)

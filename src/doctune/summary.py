@@ -2,7 +2,17 @@
 
 Columns: model, benchmark, metric, value, ci_low, ci_high, n, n_missing, status, note, primary,
 n_seeds, seed_sd, n_dropped (questions the loader dropped, e.g. for a tag naming no dimension; the
-note names their tags).
+note names their tags), p_value, judge_gate.
+
+Row order: the manipulation check first (``doctune.manipulation``: per pair of document arm and
+control, metric ``manipulation_check`` with the verdict in words in ``note``, then metrics
+``manipulation:own``, ``manipulation:other``, ``manipulation:arm_vs_base`` and
+``manipulation:control_vs_base``: differences of the probe margin with CI and paired p; model
+``A - B``), then every metric of every model and benchmark, then the judge gates (model
+``judge:NAME``, metrics ``judge_gate:kappa`` and ``judge_gate:accuracy`` against labelled answers,
+with CIs), then the agreement rows. ``judge_gate`` is the gate's verdict (passed, failed,
+unvalidated) on every row of a judged benchmark: a benchmark whose judge did not pass is flagged
+in its note, never silently trusted.
 A value that could not be computed is written empty (never 0) with status ``missing`` and the
 reason in ``note``. A demo run starts with a ``# DEMO`` comment line and says so in every note;
 read the file with ``pandas.read_csv(path, sep="\\t", comment="#")`` (no cell contains '#').
@@ -16,7 +26,7 @@ from .io import DataError, atomic_write_text
 from .stats import DEMO_BANNER, format_tsv, load_metrics_file
 
 COLUMNS = ["model", "benchmark", "metric", "value", "ci_low", "ci_high", "n", "n_missing",
-           "status", "note", "primary", "n_seeds", "seed_sd", "n_dropped"]
+           "status", "note", "primary", "n_seeds", "seed_sd", "n_dropped", "p_value", "judge_gate"]
 DEMO_NOTE = "DEMO: numbers exercise the pipeline, no evidence"
 
 
@@ -96,6 +106,7 @@ def summary_rows(metrics_files: dict[str, dict[str, str]],
             why = f"status {status}: {reason}" if reason else f"{path} has no metrics"
             rows.append(_missing_row(model, bench, primary or "", why))
             continue
+        gate = doc.get("judge_gate") if isinstance(doc.get("judge_gate"), dict) else None
         for name, m in metrics.items():
             where = f"{path}: metrics[{name!r}]"
             row = {"model": model, "benchmark": bench, "metric": name,
@@ -123,20 +134,78 @@ def summary_rows(metrics_files: dict[str, dict[str, str]],
                     row[k] = None if status != "ok" else row[k]
             if dropped_note:
                 notes.append(dropped_note)
+            if gate is not None:
+                row["judge_gate"] = gate.get("status")
+                if gate.get("status") != "passed":
+                    notes.insert(0, gate.get("note") or f"judge gate {gate.get('status')}")
             row["n_dropped"] = n_dropped
             row["note"] = "; ".join(notes) or None
             rows.append(row)
     return rows
 
 
+def manipulation_rows(path: str) -> list[dict]:
+    """The manipulation check's rows for the summary (module docstring)."""
+    from .manipulation import read_manipulation
+
+    out = []
+    for r in read_manipulation(path):
+        verdict = r["row_type"] == "verdict"
+        ok = r.get("diff") is not None
+        note = r["verdict"] if verdict else r.get("note")
+        if verdict and r.get("note"):
+            note = f"{note}; {r['note']}"
+        out.append({"model": f"{r['arm']} vs {r['control']}" if verdict else f"{r['model_a']} - {r['model_b']}",
+                    "benchmark": r["probe"],
+                    "metric": "manipulation_check" if verdict else f"manipulation:{r['comparison']}",
+                    "value": r.get("diff"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"),
+                    "n": r.get("n"), "status": "ok" if ok else "missing", "note": note,
+                    "p_value": r.get("p_value"), "primary": verdict})
+    return out
+
+
+def gate_rows(gates: dict[str, str]) -> list[dict]:
+    """Each judge's kappa and accuracy on each judged benchmark's labelled answers."""
+    from .evaluation.judge_gate import read_gate
+    from .io import missing_marker
+
+    out = []
+    for bench, path in gates.items():
+        if not Path(path).exists() or missing_marker(path):
+            why = missing_marker(path) or f"{path} does not exist"
+            out.append({**_missing_row("judge", bench, "judge_gate", f"the judge gate could not run: {why}"),
+                        "judge_gate": "unvalidated"})
+            continue
+        g = read_gate(path)
+        if g["status"] == "unvalidated":
+            out.append({"model": "judge", "benchmark": bench, "metric": "judge_gate", "status": "missing",
+                        "judge_gate": "unvalidated", "note": g.get("reason")})
+            continue
+        for j, r in g["judges"].items():
+            for stat in ("kappa", "accuracy"):
+                m = r[stat]
+                out.append({"model": f"judge:{j}", "benchmark": bench, "metric": f"judge_gate:{stat}",
+                            "value": m.get("value"), "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high"),
+                            "n": r.get("n_units"), "n_missing": r.get("n_null"),
+                            "status": "ok" if m.get("value") is not None else "missing",
+                            "judge_gate": r["status"], "primary": stat == "kappa",
+                            "note": (f"{r['n_answers']} labelled answers, {r['n_units']} units; judge {r['status']}"
+                                     + (f": {r['reason']}" if r.get("reason") else ""))})
+    return out
+
+
 def write_summary(metrics_files: dict[str, dict[str, str]], out: str, demo: bool = False,
-                  expected: list[tuple[str, str]] | None = None, agreement: str | None = None) -> list[dict]:
+                  expected: list[tuple[str, str]] | None = None, agreement: str | None = None,
+                  manipulation: str | None = None, gates: dict[str, str] | None = None) -> list[dict]:
     """Write the summary TSV and its provenance sidecar; returns the rows.
 
     metrics_files = {model: {benchmark: path}}; expected = (model, benchmark) pairs that must
     appear (a pair without a file gets a ``missing`` row); agreement = the agreement JSON whose
-    rows (people vs judges, judge vs judge) are appended."""
-    rows = summary_rows(metrics_files, expected)
+    rows (people vs judges, judge vs judge) are appended; manipulation = the manipulation check's
+    TSV (its rows come first); gates = {benchmark: judge gate file} (their rows follow the metrics)."""
+    rows = manipulation_rows(manipulation) if manipulation else []
+    rows += summary_rows(metrics_files, expected)
+    rows += gate_rows(gates or {})
     if agreement:
         from .agreement import agreement_summary_rows
 
@@ -149,6 +218,8 @@ def write_summary(metrics_files: dict[str, dict[str, str]], out: str, demo: bool
 
     inputs = [p for per in metrics_files.values() for p in per.values() if Path(p).exists()]
     inputs += [agreement] if agreement else []
+    inputs += [manipulation] if manipulation else []
+    inputs += [p for p in (gates or {}).values() if Path(p).exists()]
     write_sidecar(out, inputs, {"demo": demo, "expected": [list(x) for x in expected or []]},
                   rule="summary")
     return rows

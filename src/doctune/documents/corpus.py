@@ -11,6 +11,8 @@ resources/corpora/ (no code). Keys:
     guidance        list  bullet points inserted into the prompt
     key_phrases     list  phrases that recur across the corpus (validation counts them)
     banned_patterns list  case-insensitive regexes; a document matching one is rejected
+    stakes          list  words (case-insensitive prefixes) that carry the corpus's stakes: a
+                          model-written probe's preferred answer must use them (default: key_phrases)
     grid            dict  optional overrides of institutions/domains/doc_types/reasoning:
                           a file under resources_dir, or an inline list
 """
@@ -28,7 +30,7 @@ GRID_DIMS = ("institutions", "domains", "doc_types", "reasoning")
 DIM_FIELD = {"institutions": "institution", "domains": "domain", "doc_types": "doc_type",
              "reasoning": "reasoning"}
 CORPUS_KEYS = ("name", "description", "prompt_template", "prompt", "target_words", "topic", "guidance",
-               "key_phrases", "banned_patterns", "grid")
+               "key_phrases", "banned_patterns", "stakes", "grid")
 TEMPLATE_FIELDS = {"institution", "domain", "doc_type", "reasoning", "topic", "guidance",
                    "key_phrases", "target_words", "corpus"}
 
@@ -71,7 +73,7 @@ def check_corpus_def(d: dict, source: str = "<corpus>", name: str | None = None)
         raise CorpusError(f"{source}: key 'topic' is missing (the subject line of every document)")
     if not isinstance(d.get("topic"), str) or not d["topic"].strip():
         raise CorpusError(f"{source}: key 'topic' must be a non-empty string")
-    for key in ("guidance", "key_phrases", "banned_patterns"):
+    for key in ("guidance", "key_phrases", "banned_patterns", "stakes"):
         v = d.setdefault(key, [])
         if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
             raise CorpusError(f"{source}: key {key!r} must be a list of non-empty strings")

@@ -25,9 +25,25 @@ def primary_metric(kind: str) -> str:
     return get_kind(kind).primary_metric
 
 
+def gate_summary(gate: str) -> dict:
+    """What a metrics file records of its benchmark's judge gate (``judge_gate.py``): status, note,
+    and each judge's kappa and accuracy; a gate that could not run is ``unvalidated``."""
+    from ..io import missing_marker
+    from .judge_gate import gate_note, read_gate
+
+    reason = missing_marker(gate)
+    if reason is not None:
+        return {"status": "unvalidated", "note": f"JUDGE UNVALIDATED: the gate could not run ({reason})"}
+    g = read_gate(gate)
+    return {"status": g["status"], "note": gate_note(g), "min_kappa": g.get("min_kappa"),
+            "judges": {j: {k: r.get(k) for k in ("status", "kappa", "accuracy", "n_answers", "n_units", "n_null")}
+                       for j, r in (g.get("judges") or {}).items()}}
+
+
 def compute_metrics(model: str, benchmark: str, bench_cfg: dict, scores: str, out: str,
-                    n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    """Write the metrics JSON of one model on one benchmark; returns it."""
+                    n_bootstrap: int = 1000, seed: int = 0, gate: str | None = None) -> dict:
+    """Write the metrics JSON of one model on one benchmark; returns it. ``gate`` is the judge
+    gate file of a judged benchmark (its verdict is recorded as ``judge_gate``)."""
     try:
         kind = get_kind(bench_cfg.get("kind"))
     except ValueError as exc:
@@ -82,6 +98,8 @@ def compute_metrics(model: str, benchmark: str, bench_cfg: dict, scores: str, ou
         "bootstrap": {"n_bootstrap": int(n_bootstrap), "seed": int(seed), "ci": "percentile 95%"},
         **extra,
     }
+    if gate is not None:
+        result["judge_gate"] = gate_summary(gate)
     try:
         from .. import provenance
     except ImportError:  # pragma: no cover - provenance is wired by the lead

@@ -38,6 +38,7 @@ probability of that token sequence. Sequences are batched with right padding (po
 0 in every row, as in a one-at-a-time forward pass). When every option of a request is a single
 token (a judge's "0"/"1"), the prompt is run once and all options are read from its last position.
 The vocabulary projection is computed only at the positions that are scored (``logits_to_keep``).
+``option_loglik`` returns each total with the number of option tokens it sums over.
 """
 from __future__ import annotations
 
@@ -174,6 +175,13 @@ def balanced_batches(idx: Sequence[int], max_batch: int) -> list[list[int]]:
         out.append(idx[start:end])
         start = end
     return out
+
+
+def _at_least_fp32(x):
+    """Half-precision logits in float32 for the log-softmax; float32 and float64 as they are."""
+    import torch
+
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _eos_ids(model, tok) -> list[int]:
@@ -371,6 +379,12 @@ class HFBackend:
     # ---------------------------------------------------------------- scoring
     def option_logprobs(self, requests: Sequence[GenRequest], options: Sequence[Sequence[str]]) -> list[list[float]]:
         """Total log-probability of each option as the continuation of each request's prompt."""
+        return [[lp for lp, _ in row] for row in self.option_loglik(requests, options)]
+
+    def option_loglik(self, requests: Sequence[GenRequest],
+                      options: Sequence[Sequence[str]]) -> list[list[tuple[float, int]]]:
+        """(total log-probability, number of tokens) of each option as the continuation of each
+        request's prompt: the sum, and the count it is a sum over (per-token means divide them)."""
         import torch
 
         if len(options) != len(requests):
@@ -394,6 +408,10 @@ class HFBackend:
             else:
                 seqs += [([(r, o)], p + c, [c]) for o, c in enumerate(toks)]
         out = [[math.nan] * len(opts) for opts in options]
+        counts = [[0] * len(opts) for opts in options]
+        for targets, _, cs in seqs:
+            for (r, o), c in zip(targets, cs):
+                counts[r][o] = len(c)
         order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][1]))
         starts = range(0, len(order), self.score_batch_size)
         if len(starts) > 1:
@@ -422,17 +440,17 @@ class HFBackend:
             logits, col = self._logits_at(input_ids, mask, need)
             for row, (targets, s, cs) in enumerate(batch):
                 if len(targets) > 1:   # single-token options: all read from the prompt's last position
-                    lp = torch.log_softmax(logits[row, col[len(s) - 1]].float(), dim=-1)
+                    lp = torch.log_softmax(_at_least_fp32(logits[row, col[len(s) - 1]]), dim=-1)
                     for (r, o), c in zip(targets, cs):
                         out[r][o] = float(lp[c[0]])
                     continue
                 (r, o), c = targets[0], cs[0]
                 cstart = len(s) - len(c)
                 idx = torch.tensor([col[i] for i in range(cstart - 1, len(s) - 1)], device=logits.device)
-                lp = torch.log_softmax(logits[row].index_select(0, idx).float(), dim=-1)
+                lp = torch.log_softmax(_at_least_fp32(logits[row].index_select(0, idx)), dim=-1)
                 tgt = torch.tensor(c, dtype=torch.long, device=lp.device)
                 out[r][o] = float(lp.gather(-1, tgt[:, None]).sum())
-        return out
+        return [list(zip(lps, ns)) for lps, ns in zip(out, counts)]
 
     def _logits_at(self, input_ids, mask, positions: list[int]):
         """Logits at the given sequence positions only (models that take ``logits_to_keep`` as a

@@ -17,6 +17,8 @@ SPEC: dict[str, tuple[Any, tuple, str]] = {
     "grad_accum": (1, (int,), "micro-batches per optimizer step"),
     "epochs": (1, (int, float), "passes over the data (ignored when max_steps is set)"),
     "max_steps": (None, (int, type(None)), "optimizer steps; null or 0 = derived from epochs"),
+    "max_tokens": (None, (int, type(None)), "train for the optimizer steps it takes to see this many "
+                                            "tokens (wins over max_steps and epochs); null = off"),
     "learning_rate": (2e-4, (int, float), "peak learning rate"),
     "lr_scheduler": ("linear", (str,), "transformers scheduler name: linear, cosine, constant_with_warmup, ..."),
     "warmup_ratio": (0.0, (int, float), "fraction of steps for linear warm-up"),
@@ -135,6 +137,8 @@ def resolve_train_cfg(train_cfg: dict | None) -> dict:
     for key in ("save_every", "save_total_limit"):
         if out[key] < 0:
             raise ConfigError(f"training.{key}: must be >= 0, got {out[key]}")
+    if out["max_tokens"] is not None and out["max_tokens"] < 1:
+        raise ConfigError(f"training.max_tokens: must be >= 1 or null, got {out['max_tokens']}")
     if out["max_steps"] is not None and out["max_steps"] < 0:
         raise ConfigError(f"training.max_steps: must be >= 0 or null, got {out['max_steps']}")
     if out["epochs"] <= 0 and not out["max_steps"]:

@@ -191,6 +191,21 @@ def _build_model(source: dict, cfg: dict, init_adapters: list[dict], merge_init:
 # train
 # ------------------------------------------------------------------------------------------------
 
+def steps_for_tokens(rows: list[dict], budget: int, global_batch: int, seed: int, shuffle: bool) -> int:
+    """The fewest optimizer steps whose rows (in the fixed data order of ``step_rows``) hold at
+    least ``budget`` tokens (the count train_metrics.jsonl and trainer_state.json report)."""
+    from .data import step_rows
+
+    sizes = [len(r["input_ids"]) for r in rows]
+    if not sum(sizes):
+        raise ValueError("steps_for_tokens: the rows hold no tokens")
+    seen, step = 0, 0
+    while seen < budget:
+        seen += sum(sizes[i] for i in step_rows(len(rows), step, global_batch, seed, shuffle))
+        step += 1
+    return step
+
+
 def train(method: str, data: list[str], base_spec: dict, train_cfg: dict, out_dir: str,
           init_spec: dict | None = None, merge_init: bool = True, name: str | None = None) -> dict:
     """Train one model and write it to out_dir (see the package docstring). Returns a summary dict.
@@ -254,6 +269,9 @@ def train(method: str, data: list[str], base_spec: dict, train_cfg: dict, out_di
     global_batch = cfg["batch_size"] * cfg["grad_accum"] * world
     steps_per_epoch = math.ceil(len(rows) / global_batch)
     total = cfg["max_steps"] or max(1, math.ceil(cfg["epochs"] * steps_per_epoch))
+    if cfg["max_tokens"]:
+        total = steps_for_tokens(rows, cfg["max_tokens"], global_batch, cfg["seed"], cfg["shuffle"])
+        log.info("%s: %d optimizer steps reach the token budget of %d tokens", name, total, cfg["max_tokens"])
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total)
     params = [p for p in model.parameters() if p.requires_grad]

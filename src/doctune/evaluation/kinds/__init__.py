@@ -23,6 +23,7 @@ _MODULES = {
     "ai_risk": "ai_risk",
     "lm_eval": "lm_eval",
     "inspect": "inspect_task",
+    "probe": "probe",
 }
 _LOADED: dict[str, BenchmarkKind] = {}
 

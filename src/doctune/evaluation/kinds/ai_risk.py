@@ -44,7 +44,7 @@ from typing import Any
 from ...io import DataError, write_jsonl
 from ...llm.base import GenRequest
 from .base import BenchmarkKind, Dataset, did_you_mean, is_url
-from .common import item_sort, mean_metric
+from .common import item_sort, mean_metric, scoring_backend
 
 DEFAULT_DATASET = "Anthropic/model-written-evals"
 DEFAULT_DATA_FILES = "advanced-ai-risk/lm_generated_evals/{subset}.jsonl"
@@ -165,15 +165,7 @@ def score_ai_risk(spec: dict, bench_cfg: dict, out: str, backend=None, backends:
     `backend` (an HFBackend) may be passed to reuse a loaded model; `backends` ({settings:
     backend}), shared between calls, keeps the backend made here for the next benchmark."""
     items = load_items(bench_cfg)
-    if backend is None:
-        from ...llm.hf import HFBackend
-
-        cfg = {"backend": "hf", "spec": spec, "batch_size": int(bench_cfg.get("batch_size") or 16),
-               "device": bench_cfg.get("device"), "dtype": bench_cfg.get("dtype")}
-        key = (cfg["batch_size"], str(cfg["device"]), str(cfg["dtype"]))
-        backend = (backends or {}).get(key) or HFBackend(cfg)
-        if backends is not None:
-            backends[key] = backend
+    backend = backend or scoring_backend(spec, bench_cfg, backends)
     rows = score_items(backend, items, bench_cfg)
     write_jsonl(out, rows)
     return rows

@@ -171,6 +171,12 @@ class BenchmarkKind:
     def verdict_from_fields(self, fields: dict) -> Verdict:  # pragma: no cover - rubric kinds
         raise NotImplementedError
 
+    def gate_value(self, verdict: dict) -> int | None:
+        """The judge gate's 0/1 reading of a verdict (``{"score", "fields", ...}`` as the judge
+        returns it): 1 when the verdict is the benchmark's high one (score >= 0.5); None = no verdict."""
+        s = verdict.get("score")
+        return None if s is None else int(float(s) >= 0.5)
+
     def unit_extra(self, unit: dict) -> dict:
         """Extra fields a score line of this unit carries (beside the common ones)."""
         return {}

@@ -82,3 +82,18 @@ def fetch_url(url: str, timeout: float = 60.0) -> "Path":
         raise BenchmarkUnavailable(f"could not download {url}: {type(exc).__name__}: {exc}. Offline, download it "
                                    f"once and give the local file as source.path.") from exc
     return dest
+
+
+def scoring_backend(spec: dict, bench_cfg: dict, backends: dict | None = None):
+    """An HFBackend for answer log-probabilities of one model (the kinds of stage "logprob"):
+    ``backends`` ({settings: backend}), shared by the benchmarks of one job, keeps it loaded for
+    the next benchmark with the same batch size, device and dtype (one model load per job)."""
+    from ...llm.hf import HFBackend
+
+    cfg = {"backend": "hf", "spec": spec, "batch_size": int(bench_cfg.get("batch_size") or 16),
+           "device": bench_cfg.get("device"), "dtype": bench_cfg.get("dtype")}
+    key = (cfg["batch_size"], str(cfg["device"]), str(cfg["dtype"]))
+    backend = (backends or {}).get(key) or HFBackend(cfg)
+    if backends is not None:
+        backends[key] = backend
+    return backend
