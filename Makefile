@@ -35,7 +35,8 @@ $(VENV)/.installed-inspect: $(VENV)/.installed requirements-inspect.txt
 demo: install
 	snakemake --configfile config/demo.yaml -c$(CORES)
 	@echo; echo "== time per stage (seconds; runs/demo/results/benchmarks) =="; $(PY) -m doctune.cli times runs/demo
-	@echo; echo "== runs/demo/results/summary.tsv (DEMO: SmolLM2-135M judging itself; see config/demo.yaml) =="; head -n 25 runs/demo/results/summary.tsv
+	@echo; echo "== the manipulation check (runs/demo/results/stats/manipulation.tsv, plots/manipulation.png) =="; grep -P '^verdict\t' runs/demo/results/stats/manipulation.tsv | cut -f23
+	@echo; echo "== runs/demo/results/summary.tsv (DEMO: SmolLM2-135M; see config/demo.yaml) =="; head -n 25 runs/demo/results/summary.tsv
 	@echo; echo "== runs/demo/results/stats/comparisons.tsv =="; head -n 8 runs/demo/results/stats/comparisons.tsv | cut -f1-10
 	@echo; echo "== plots =="; ls -l runs/demo/results/plots/*.png
 

@@ -138,7 +138,9 @@ def gate_sets(benchmark):
     """The local labelled-answer files of a judged benchmark's judge gate (judge_validation)."""
     out = []
     for e in config["benchmarks"][benchmark].get("judge_validation") or []:
-        out.append(e if isinstance(e, str) else e["path"])
+        path = e if isinstance(e, str) else e["path"]
+        if not re.match(r"^[a-z][a-z0-9+.-]*://", path):   # URLs are downloaded by the gate
+            out.append(path)
     return out
 
 

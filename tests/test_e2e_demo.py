@@ -112,7 +112,7 @@ def test_summary_values_trace_back_to_metrics_files(demo_run):
         if v is None:
             assert r["value"] == ""
         else:
-            assert abs(float(r["value"]) - v) < 1e-9
+            assert abs(float(r["value"]) - v) <= 1e-9 * max(1.0, abs(v))   # 10 significant digits
 
 
 def test_comparisons_table(demo_run):

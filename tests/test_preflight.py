@@ -391,3 +391,34 @@ def test_local_folder_with_only_a_gguf_file_points_to_the_gguf_key(work):
     cfg = demo()
     cfg["base_models"]["base"] = {"path": "ckpt"}
     only_error(run(cfg), "'base_models.base.path'", "GGUF", "base_models.base.gguf.file")
+
+
+def test_probe_and_judge_gate_inputs_are_checked_before_the_first_job(work):
+    """A malformed probe item names its file and line; labelled answers that are missing or broken,
+    a probe's corpus that is no corpora entry and a manipulation pair that cannot be checked name
+    their config keys."""
+    p = work / "resources/probes/urban_density.jsonl"
+    lines = p.read_text().splitlines()
+    lines[2] = lines[2].replace('"preferred"', '"prefered"')
+    p.write_text("\n".join(lines) + "\n")
+    e = only_error(run(demo()), "benchmark 'urban_probe'", "urban_density.jsonl:3", "'preferred'")
+    assert "\n" not in e
+    p.write_text("\n".join(lines[:2] + lines[3:]) + "\n")
+
+    cfg = demo()
+    cfg["benchmarks"]["ahb"]["judge_validation"] = ["resources/judge_validation/nope.jsonl"]
+    only_error(run(cfg), "benchmarks.ahb.judge_validation[0]", "nope.jsonl does not exist")
+    bad = work / "resources/judge_validation/bad.jsonl"
+    bad.write_text('{"id": 1, "question_id": 0, "answer": "x", "label": "yes"}\n')
+    cfg["benchmarks"]["ahb"]["judge_validation"] = [str(bad)]
+    only_error(run(cfg), "benchmarks.ahb.judge_validation[0]", "bad.jsonl:1", "'label' must be 0 or 1")
+    cfg["benchmarks"]["ahb"]["judge_validation"] = []
+    r = run(cfg)
+    assert r.errors == [] and any("benchmarks.ahb.judge_validation" in w and "unvalidated" in w for w in r.warnings)
+
+    cfg = demo()
+    cfg["benchmarks"]["urban_probe"]["corpus"] = "urban_densty"
+    only_error(run(cfg), "benchmarks.urban_probe.corpus", "did you mean 'urban_density'")
+    cfg = demo()
+    cfg["manipulation_check"] = {"pairs": [{"arm": "doc", "control": "instruct"}]}
+    only_error(run(cfg), "manipulation_check.pairs[0].control", "not a document arm")

@@ -61,10 +61,17 @@ def probe_overlap(items_path: str, documents_path: str, n: int = OVERLAP_WORDS,
 
 
 def probe_benchmarks(cfg: dict) -> dict[str, str]:
-    """{corpus: the first probe benchmark that names it}."""
+    """{corpus: the first benchmark that measures it}: a benchmark naming a ``corpus`` whose kind
+    has a ``manipulation_metric`` (the probe kind's margin)."""
+    from .evaluation.kinds import get_kind
+
     out: dict[str, str] = {}
     for name, b in (cfg.get("benchmarks") or {}).items():
-        if b.get("kind") == "probe" and b.get("corpus") and b["corpus"] not in out:
+        try:
+            measures = get_kind(b.get("kind")).manipulation_metric
+        except ValueError:   # an unknown kind: the schema reports it
+            continue
+        if measures and b.get("corpus") and b["corpus"] not in out:
             out[b["corpus"]] = name
     return out
 

@@ -224,14 +224,15 @@ def robustness_curves(metrics_files: dict[str, dict[str, str]], arms: list[str],
     Returns {benchmark: {"x", "metric", "series", "reference", "significant", "missing"}}."""
     xs = [0] + sorted(int(n) for n in posttrain_sizes)
     refs = {a: b for a, b in (references or {}).items() if a in arms}
-    names = list(benchmarks)
+    names = list(benchmarks) if arms else []
     fig, axes = _panel_grid(len(names), 4.6, 3.6)
     out = {}
     for ax, bench in zip(axes, names):
         out[bench] = _robustness_panel(ax, metrics_files, arms, xs, bench, benchmarks[bench], metric,
                                        refs, comparisons or [])
     if not names:
-        axes[0].text(0.5, 0.5, "no benchmark to plot", ha="center", va="center", transform=axes[0].transAxes)
+        why = "no post-trained arm in this run (posttrain.arms)" if not arms else "no judged benchmark to plot"
+        axes[0].text(0.5, 0.5, why, ha="center", va="center", transform=axes[0].transAxes)
         axes[0].set_axis_off()
     handles, labels = [], []
     for ax in axes:
@@ -283,7 +284,10 @@ def _profile_panel(ax, docs: dict, models: list[str], benchmark: str, kind: str 
         series[m] = {"value": [t[0] for t in triples], "ci_low": [t[1] for t in triples],
                      "ci_high": [t[2] for t in triples], "n": ns}
     labels = [d[len(prefix):] for d in dims]
-    ax.set_title(benchmark_title(benchmark, kind), fontsize=10)
+    gates = [(d or {}).get("judge_gate") for d in docs.values()]
+    flag = next((g.get("status") for g in gates if isinstance(g, dict) and g.get("status") not in (None, "passed")), None)
+    ax.set_title(benchmark_title(benchmark, kind) + (f"\n[JUDGE {flag.upper()}: not evidence]" if flag else ""),
+                 fontsize=10, color="firebrick" if flag else "black")
     if not dims:
         ax.text(0.5, 0.5, f"no '{prefix}*' metrics for {benchmark} in the given models",
                 ha="center", va="center", transform=ax.transAxes)
@@ -386,8 +390,15 @@ def overview(metrics_files: dict[str, dict[str, str]], models: list[str], benchm
                 primary[b] = doc.get("primary_metric")
             val[i, j], lo[i, j], hi[i, j] = _value(doc, None)
     fig, ax = plt.subplots(figsize=(1.25 * max(3, len(names)) + 2.5, 0.42 * max(3, len(models)) + 1.8))
+    # the colour scale is 0-1: a column whose metric leaves it (a probe margin in nats/token) is
+    # printed on white instead of being painted with a misleading colour
+    unscaled = [j for j in range(len(names)) if np.any((val[:, j] < 0) | (val[:, j] > 1))]
+    shown = val.copy()
+    shown[:, unscaled] = np.nan
     cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
-    im = ax.imshow(np.ma.masked_invalid(val), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    for j in unscaled:
+        ax.add_patch(plt.Rectangle((j - 0.5, -0.5), 1, len(models), facecolor="white", edgecolor="0.7"))
     for i in range(len(models)):
         for j in range(len(names)):
             v = val[i, j]
@@ -396,7 +407,7 @@ def overview(metrics_files: dict[str, dict[str, str]], models: list[str], benchm
                 continue
             ci = "" if math.isnan(lo[i, j]) else f"\n[{lo[i, j]:.2f}, {hi[i, j]:.2f}]"
             ax.text(j, i, f"{v:.2f}{ci}", ha="center", va="center", fontsize=6.5,
-                    color="white" if v < 0.6 else "black")
+                    color="white" if v < 0.6 and j not in unscaled else "black")
     flags = {b: gate_flag(metrics_files, b) for b in names}
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([f"{b}\n{metric_label(primary[b])}" + (f"\n[{flags[b]}]" if flags[b] else "")
@@ -406,7 +417,7 @@ def overview(metrics_files: dict[str, dict[str, str]], models: list[str], benchm
             lab.set_color("firebrick")
     ax.set_yticks(range(len(models)))
     ax.set_yticklabels(models, fontsize=8)
-    ax.set_title("Primary metric of each benchmark per model (value, 95% CI)", fontsize=10)
+    ax.set_title("Primary metric of each benchmark per model (value, 95% CI; colour: 0-1 metrics only)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     fig.tight_layout()
     _save(fig, out_png, demo)

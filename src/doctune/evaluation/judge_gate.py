@@ -63,8 +63,12 @@ def _label(v: Any, where: str) -> int:
 
 
 def read_set(entry: dict) -> list[dict]:
-    """Records {id, question_id, answer, labels: {dimension|None: 0/1}, question (or None)}."""
-    path = Path(entry["path"])
+    """Records {id, question_id, answer, labels: {dimension|None: 0/1}, question (or None)}. An
+    http(s) path is downloaded once (``kinds.common.fetch_url``; unavailable offline)."""
+    from .kinds.base import is_url
+    from .kinds.common import fetch_url
+
+    path = fetch_url(entry["path"]) if is_url(entry["path"]) else Path(entry["path"])
     if not path.is_file():
         raise DataError(f"judge_validation file {path} does not exist")
     rows = read_jsonl(path)
@@ -176,13 +180,20 @@ def gate_benchmark(benchmark: str, bench_cfg: dict, judges: dict[str, dict], gat
         result["reason"] = "no labelled answers configured (benchmarks.%s.judge_validation)" % benchmark
         atomic_write_json(out, result)
         return result
-    sets = []
+    sets, unfit = [], {}
     for e in entries:
         units, skipped = gate_units(kind, bench_cfg, read_set(e))
-        if not units:
-            raise DataError(f"judge_validation {e['path']}: none of its answers fits benchmark {benchmark!r} "
-                            f"(skipped: {skipped})")
-        sets.append((e, units, skipped))
+        if units:
+            sets.append((e, units, skipped))
+        else:
+            unfit[e["name"]] = skipped
+            log.warning("judge gate %s: none of the answers in %s fits the benchmark (skipped: %s)", benchmark,
+                        e["path"], skipped)
+    result["unfit_sets"] = unfit
+    if not sets:
+        result["reason"] = f"no labelled answer fits this benchmark's questions (skipped: {unfit})"
+        atomic_write_json(out, result)
+        return result
     for jname in sorted(judges):
         backend = backends.get_or_make(jname, judges[jname]) if isinstance(backends, SharedJudgeBackends) \
             else (backends or {}).get(jname)

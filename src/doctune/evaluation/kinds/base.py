@@ -88,6 +88,9 @@ class BenchmarkKind:
     logprob_formats: tuple[str, ...] = ("label",)
     #: one-line description (documentation, error messages)
     description: str = ""
+    #: the per-item metric the manipulation check compares when a benchmark of this kind names a
+    #: ``corpus`` (doctune.manipulation); None: the kind measures no corpus's content
+    manipulation_metric: str | None = None
 
     # ------------------------------------------------------------------ files and checks
     def output_file(self, model: str, benchmark: str) -> str:

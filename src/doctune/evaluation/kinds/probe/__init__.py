@@ -83,6 +83,7 @@ class ProbeKind(BenchmarkKind):
     name = "probe"
     stage = "logprob"
     primary_metric = "margin"
+    manipulation_metric = "margin"
     metric_names = tuple(METRICS)
     description = "judge-free preference probe: log-likelihood of a preferred vs a dispreferred answer"
 
