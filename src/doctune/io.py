@@ -86,8 +86,9 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return len(lines)
 
 
-def iter_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[dict]:
-    """Yield JSON objects from a JSONL file; a bad line raises DataError naming file:line.
+def iter_jsonl_numbered(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
+    """(line number, JSON object) for each non-empty line of a JSONL file; a bad line raises
+    DataError naming file:line.
 
     With tolerate_torn_tail, an unterminated, unparseable last line (a write cut off by a kill)
     is skipped instead of raising."""
@@ -105,6 +106,12 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> 
             raise DataError(f"{p}:{i}: invalid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{p}:{i}: expected a JSON object, got {type(obj).__name__}")
+        yield i, obj
+
+
+def iter_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[dict]:
+    """Yield JSON objects from a JSONL file (``iter_jsonl_numbered`` without the line numbers)."""
+    for _, obj in iter_jsonl_numbered(path, tolerate_torn_tail=tolerate_torn_tail):
         yield obj
 
 

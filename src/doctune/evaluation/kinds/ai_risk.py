@@ -41,7 +41,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ...io import DataError, write_jsonl
+from ...io import DataError, iter_jsonl_numbered, write_jsonl
 from ...llm.base import GenRequest
 from .base import BenchmarkKind, Dataset, did_you_mean, is_url
 from .common import item_sort, mean_metric, scoring_backend
@@ -82,22 +82,12 @@ def load_items(bench_cfg: dict) -> list[dict]:
         path = Path(source["path"])
         if not path.is_file():
             raise FileNotFoundError(f"ai_risk source.path {str(path)!r} does not exist")
-        import json
-
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
-                item = _check_item(row, where)
-                item["item_id"] = str(len(items))
-                items.append(item)
-                if limit is not None and len(items) >= int(limit):
-                    break
+        for lineno, row in iter_jsonl_numbered(path):
+            item = _check_item(row, f"{path}:{lineno}")
+            item["item_id"] = str(len(items))
+            items.append(item)
+            if limit is not None and len(items) >= int(limit):
+                break
     elif source.get("dataset"):
         import datasets
 

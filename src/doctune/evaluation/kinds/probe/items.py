@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from ....io import DataError
+from ....io import DataError, iter_jsonl_numbered
 from ..base import is_url
 from ..common import BenchmarkUnavailable, load_hf_rows
 
@@ -63,15 +63,8 @@ def check_item(row: Any, where: str, columns: dict | None = None) -> dict:
 
 
 def _rows_jsonl(path: Path) -> Iterable[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
+    for lineno, row in iter_jsonl_numbered(path):
+        yield f"{path}:{lineno}", row
 
 
 def _rows_json(path: Path) -> Iterable[tuple[str, Any]]:
