@@ -4,6 +4,7 @@ import sys
 
 from doctune import config as dc
 from doctune.evaluation.kinds import get_kind
+from doctune.llm.registry import backend_info
 from doctune.manipulation import manipulation_pairs
 
 # A run killed with SIGKILL leaves Snakemake's locks behind; remove those no living Snakemake
@@ -121,8 +122,8 @@ def spec_file(model):
 
 
 def backend_model_inputs(entry):
-    """Inputs of an LLM backend entry: the hf model's spec file (built first)."""
-    if entry.get("backend") == "hf":
+    """Inputs of an LLM backend entry: a local backend's model spec file (built first)."""
+    if backend_info(entry.get("backend")).local:
         return [spec_file(entry["model"])]
     return []
 
@@ -145,8 +146,8 @@ def gate_sets(benchmark):
 
 
 def judge_prompt_files():
-    """The judge prompt templates (RESOURCES/prompts/judge_*.txt): editing one reruns the judging."""
-    return sorted(str(p) for p in Path(RES, "prompts").glob("judge_*.txt"))
+    """The prompt templates of the judged kinds (kinds/NAME/prompts/): editing one reruns the judging."""
+    return sorted({f for b in JUDGED for f in KIND_OF[b].prompt_files()})
 
 
 def resolved_judges(benchmark):
@@ -204,8 +205,9 @@ def arm_data(unit):
 
 
 def judge_gpus(bench):
-    uses_hf = any(config["judges"][j]["backend"] == "hf" for j in config["benchmarks"][bench]["judges"])
-    return EVAL_RES["gpu"] if uses_hf else 0
+    """A benchmark's judging job asks for the evaluation GPUs when one of its judges is a local model."""
+    local = any(backend_info(config["judges"][j]["backend"]).local for j in config["benchmarks"][bench]["judges"])
+    return EVAL_RES["gpu"] if local else 0
 
 
 def metrics_input(model, bench):

@@ -116,6 +116,7 @@ if MC_PAIRS:
         params:
             demo=config["demo"],
             alpha=config["stats"]["alpha"],
+            kinds=BENCH_KIND,
         log:
             "results/logs/manipulation_plot.log",
         benchmark:

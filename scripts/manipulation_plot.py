@@ -6,4 +6,5 @@ from doctune.plots import manipulation_figure
 
 p = snakemake.params
 run(snakemake, lambda: manipulation_figure(read_manipulation(snakemake.input[0]), snakemake.output[0],
-                                           alpha=float(p.alpha), demo=bool(p.demo)))
+                                           alpha=float(p.alpha), demo=bool(p.demo),
+                                           kinds=dict(p.kinds)))

@@ -3,11 +3,9 @@ import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from pathlib import Path
 
 from doctune import plots
-from doctune.evaluation.kinds import judged_kinds
+from doctune.evaluation.kinds import get_kind
 from doctune.pipeline import run
 from doctune.training import plot_loss_curves
-
-DIMENSION_KINDS = ("ahb", "compassion")  # benchmarks scored per dimension
 
 
 def main():
@@ -15,12 +13,12 @@ def main():
     files = {m: dict(b) for m, b in p.metrics_files.items()}
     kinds = dict(p.benchmarks)
     demo = bool(p.demo)
-    judged = {b: k for b, k in kinds.items() if k in judged_kinds()}
+    judged = {b: k for b, k in kinds.items() if get_kind(k).stage == "judge"}
     plots.robustness_curves(files, list(p.posttrain_arms), list(p.posttrain_sizes), judged,
                             snakemake.output.robustness, references=dict(p.base_of),
                             comparisons=plots.read_comparisons(snakemake.input.comparisons),
                             alpha=p.alpha, demo=demo)
-    plots.dimension_profiles(files, list(p.models), {b: k for b, k in kinds.items() if k in DIMENSION_KINDS},
+    plots.dimension_profiles(files, list(p.models), {b: k for b, k in kinds.items() if get_kind(k).per_dimension},
                              snakemake.output.profile, demo=demo)
     plots.overview(files, list(p.models), kinds, snakemake.output.overview, demo=demo)
     # a model that could not be trained (its data unavailable) has no train_metrics.jsonl

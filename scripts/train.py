@@ -3,7 +3,8 @@ import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from pathlib import Path
 
 from doctune.io import read_json, sha256_path
-from doctune.pipeline import launch_training, model_fingerprint, prepare_train_dir, run
+from doctune.models import model_fingerprint
+from doctune.pipeline import launch_training, prepare_train_dir, run
 
 
 def main():

@@ -48,8 +48,8 @@ def shared_benchmarks() -> Path:
 
 @pytest.fixture
 def use_backend(monkeypatch):
-    """use_backend(b): every doctune.llm.base.make_backend call returns the test backend b."""
-    import doctune.llm.base as base
+    """use_backend(b): every doctune.llm.registry.make_backend call returns the test backend b."""
+    import doctune.llm.registry as base
 
     def install(backend):
         monkeypatch.setattr(base, "make_backend", lambda cfg, **kw: backend)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from doctune.agreement import (METRICS, agreement_summary_rows, cohen_kappa, compute_agreement,
+from doctune.agreement import (METRICS, agreement_summary_rows, cohen_kappa, compute_agreement, judge_agreement,
                                export_rating_sample, judge_vs_judge, krippendorff_alpha, pair_stats,
                                raw_agreement, read_ratings)
-from doctune.evaluation.judging import judge_agreement
 from doctune.io import DataError, read_json
 from doctune.summary import COLUMNS
 

@@ -7,10 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from doctune.evaluation.benchmarks import (BenchmarkUnavailable, combination_id, expand_combinations,
-                                           fill_placeholders, load_prompts, load_strongreject, parse_variables,
-                                           variable_sets)
-from doctune.evaluation.kinds import get_kind, judged_kinds, kind_names
+from doctune.evaluation.kinds import get_kind, kind_names
+from doctune.evaluation.kinds.ahb import combination_id, expand_combinations, parse_variables, variable_sets
+from doctune.evaluation.kinds.ahb import fill_all_placeholders as fill_placeholders
+from doctune.evaluation.kinds.common import BenchmarkUnavailable
+from doctune.evaluation.kinds.strongreject import load_strongreject
+
+
+def load_prompts(bench_cfg):
+    return get_kind(bench_cfg["kind"]).prompts(bench_cfg)
 from doctune.io import DataError
 
 
@@ -39,7 +44,7 @@ DIMS = [{"dimension": "Moral Consideration", "guiding_question": "Does it weigh 
 
 def test_registry_and_stages():
     assert set(kind_names()) >= {"ahb", "compassion", "strongreject", "ai_risk", "lm_eval"}
-    assert set(judged_kinds()) == {"ahb", "compassion", "strongreject"}
+    assert {k for k in kind_names() if get_kind(k).stage == "judge"} == {"ahb", "compassion", "strongreject"}
     assert get_kind("ai_risk").stage == "logprob" and get_kind("lm_eval").stage == "lm_eval"
     assert get_kind("lm_eval").output_file("m", "hs") == "results/lm_eval/m/hs.json"
     assert get_kind("ahb").output_file("m", "a") == "results/scores/m/a.jsonl"

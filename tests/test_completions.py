@@ -92,43 +92,50 @@ def test_bad_config_and_items(tmp_path, tiny_spec, backend):
     with pytest.raises(ValueError, match="no prompt"):
         comp.generate_completions(tiny_spec, "ahb", {}, GEN, str(tmp_path / "o"), str(tmp_path / "c"),
                                   items=[{"id": "x", "prompt": " "}], backend=backend)
+    from doctune.llm.registry import resolve_completions_backend
+
     with pytest.raises(ValueError, match="backend"):
-        comp.resolve_backend_kind("tgi")
+        resolve_completions_backend("tgi")
+    with pytest.raises(ValueError, match="backend"):
+        resolve_completions_backend("gemini")   # an API: no completions of our models
 
 
 def test_auto_backend_without_vllm_is_hf():
     import importlib.util
 
+    from doctune.llm.registry import resolve_completions_backend
+
     if importlib.util.find_spec("vllm") is None:
-        assert comp.resolve_backend_kind("auto") == "hf"
-    assert comp.resolve_backend_kind("hf") == "hf"
+        assert resolve_completions_backend("auto") == "hf"
+    assert resolve_completions_backend("hf") == "hf"
 
 
 def test_fingerprint_follows_adapter_weights(tmp_path):
+    from doctune.models import model_fingerprint
+
     ad = tmp_path / "adapter"
     ad.mkdir()
     (ad / "adapter_config.json").write_text("{}")
     (ad / "adapter_model.safetensors").write_bytes(b"one")
     spec = {"name": "doc", "base": {"path": "x"}, "adapters": [{"path": str(ad), "merge": False}]}
-    a = comp.model_fingerprint(spec)
+    a = model_fingerprint(spec)
     (ad / "train_metrics.jsonl").write_text("{}\n")
-    assert comp.model_fingerprint(spec) == a
+    assert model_fingerprint(spec) == a
     (ad / "adapter_model.safetensors").write_bytes(b"two")
-    assert comp.model_fingerprint(spec) != a
+    assert model_fingerprint(spec) != a
 
 
 def test_loader_path(tmp_path, tiny_spec, backend, repo_root):
-    """Without items=, prompts come from doctune.evaluation.benchmarks.load_prompts."""
-    bm = pytest.importorskip("doctune.evaluation.benchmarks")
+    """Without items=, prompts come from the benchmark's kind (kind.prompts)."""
+    from doctune.evaluation.kinds import get_kind
+
     src = repo_root / "resources" / "fixtures" / "strongreject_small.csv"
-    if not src.is_file() or not hasattr(bm, "load_prompts"):
-        pytest.skip("strongreject fixture or loader not present yet")
     cfg = {"kind": "strongreject", "source": {"path": str(src)}, "max_items": 2}
     out = tmp_path / "sr.jsonl"
     stats = comp.generate_completions(tiny_spec, "strongreject", cfg, {**GEN, "epochs": 1}, str(out),
                                       str(tmp_path / "c.jsonl"), backend=backend)
     assert stats["rows"] == 2
-    assert [r["id"] for r in read_jsonl(out)] == [p["id"] for p in bm.load_prompts(cfg)]
+    assert [r["id"] for r in read_jsonl(out)] == [p["id"] for p in get_kind("strongreject").prompts(cfg)]
 
 
 def test_builds_its_own_backend_from_spec(tmp_path, tiny_spec):

@@ -161,8 +161,11 @@ def test_config_key_order_does_not_matter():
 
 def test_schema_filled_nulls_mean_unset_to_the_stages(tmp_path):
     """The schema fills unset keys with null; stages must read null as 'unset' (defaults apply)."""
+    from doctune.evaluation.kinds import get_kind
     from doctune.evaluation.kinds.ai_risk import load_items
-    from doctune.evaluation.benchmarks import load_prompts
+
+    def load_prompts(b):
+        return get_kind(b["kind"]).prompts(b)
 
     cfg = load("tiny.yaml")
     cfg["benchmarks"]["strongreject"]["max_items"] = 3

@@ -11,7 +11,7 @@ pytest.importorskip("inspect_ai")
 pytest.importorskip("inspect_evals")
 
 from doctune.evaluation.kinds import get_kind  # noqa: E402
-from doctune.evaluation.kinds.inspect_task import check_config, run_inspect_task  # noqa: E402
+from doctune.evaluation.kinds.inspect import check_config, run_inspect_task  # noqa: E402
 from doctune.io import read_json  # noqa: E402
 
 FIX = Path(__file__).resolve().parents[1] / "resources" / "fixtures" / "inspect"
@@ -89,7 +89,7 @@ def test_anima_on_tiny_model_matches_inspect_log(tmp_path, tiny_spec):
 def test_moru_on_post_trained_model_with_live_adapter(tmp_path, lora_spec):
     from peft import PeftModel
 
-    from doctune.llm.inspect_provider import get_inspect_model
+    from doctune.evaluation.kinds.inspect.provider import get_inspect_model
 
     m = get_inspect_model("doc", lora_spec)
     assert isinstance(m.api.model, PeftModel)  # served with the adapter, not merged
@@ -109,7 +109,7 @@ def test_refused_without_grader_before_anything_runs(tmp_path, tiny_spec, monkey
     errs = check_config(cfg, "moru")
     assert errs and "grader_models" in errs[0] and "grade itself" in errs[0]
     assert get_kind("inspect").check(cfg) == errs
-    import doctune.llm.inspect_provider as prov
+    import doctune.evaluation.kinds.inspect.provider as prov
 
     monkeypatch.setattr(prov, "get_inspect_model", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(ValueError, match="grader_models"):
@@ -159,7 +159,7 @@ def test_tac_tool_calls_through_the_chat_template(tmp_path, tiny_spec):
     from inspect_ai.model import ChatMessageUser
     from inspect_evals.tac.tools import purchase_tickets, search_experiences
 
-    from doctune.llm.inspect_provider import get_inspect_model, template_renders_tools
+    from doctune.evaluation.kinds.inspect.provider import get_inspect_model, template_renders_tools
 
     # the tiny model's own template ignores tools: such a model cannot call them
     plain = get_inspect_model("base", tiny_spec)

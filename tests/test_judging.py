@@ -5,8 +5,10 @@ import math
 
 import pytest
 
-from doctune.evaluation.judging import (cohen_kappa, judge_agreement, judge_completions, parse_binary,
-                                        parse_rubric, strongreject_score)
+from doctune.agreement import cohen_kappa, judge_agreement
+from doctune.evaluation.judging import judge_completions
+from doctune.evaluation.kinds.ahb import parse_binary
+from doctune.evaluation.kinds.strongreject import parse_rubric, strongreject_score
 from doctune.io import DataError, read_jsonl, write_jsonl
 from doctune.llm.base import FINISH_ERROR, FINISH_STOP, GenResult
 
@@ -376,7 +378,7 @@ def test_shared_judge_backend_is_made_once_and_left_open(tmp_path, ahb_cfg, monk
         made.append(cfg)
         return Open(lambda prompt, label: math.log(0.5))
 
-    monkeypatch.setattr("doctune.llm.base.make_backend", make_backend)
+    monkeypatch.setattr("doctune.llm.registry.make_backend", make_backend)
     comp = _completions(tmp_path / "c.jsonl", ["0"])
     shared = judging.shared_judge_backends()
     for i in range(2):

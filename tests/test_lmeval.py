@@ -67,7 +67,7 @@ def test_task_index_covers_the_needed_task_only(monkeypatch):
     full index for a name it cannot place."""
     import lm_eval.tasks as lt
 
-    from doctune.evaluation.lm_eval_tasks import task_folders, task_manager
+    from doctune.evaluation.kinds.lm_eval.tasks import task_folders, task_manager
 
     tm = task_manager(["hellaswag"])
     assert "hellaswag" in tm.all_tasks and len(tm.all_tasks) < 20

@@ -90,7 +90,7 @@ def test_empty_or_marked_missing_scores(tmp_path):
 
 def test_strongreject_metrics(tmp_path):
     def sr(item, epoch, judge, fields):
-        from doctune.evaluation.judging import strongreject_score
+        from doctune.evaluation.kinds.strongreject import strongreject_score
         return {"unit_id": f"{item}|{epoch}|{judge}", "item_id": item, "epoch": epoch, "dimension": None,
                 "combination": None, "judge": judge, "judge_model": "m",
                 "score": None if fields is None else strongreject_score(**fields), "fields": fields, "raw": "r"}

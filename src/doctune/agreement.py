@@ -364,35 +364,62 @@ def _read_units(scores: dict[str, dict[str, str]]) -> dict[tuple, dict]:
     units: dict[tuple, dict] = {}
     for model in scores:
         for bench, path in scores[model].items():
-            for line, row in enumerate(read_jsonl(path), start=1):
-                if row.get(MISSING_FLAG):   # the benchmark's data was unavailable: nothing judged
-                    continue
-                if "judge" not in row:
-                    raise DataError(f"{path}:{line}: not a judge score line (no 'judge' key); only judged "
-                                    f"benchmarks can be rated")
-                for k in ("item_id", "score"):
-                    if k not in row:
-                        raise DataError(f"{path}:{line}: score line lacks {k!r}")
-                fields = row.get("fields")
-                kind = REFUSED if isinstance(fields, dict) and REFUSED in fields else "binary"
-                dim = row.get("dimension")
-                if dim is None:
-                    dim = REFUSED if kind == REFUSED else ALL
-                epoch = int(row.get("epoch") or 0)
-                combo = row.get("combination") or ""
-                key = (model, bench, str(row["item_id"]), epoch, str(dim), combo)
-                u = units.get(key)
-                if u is None:
-                    u = units[key] = {"model": model, "benchmark": bench, "item_id": str(row["item_id"]),
-                                      "epoch": epoch, "dimension": str(dim), "combination": combo,
-                                      "unit_id": _base_unit_id(row), "label_kind": kind, "judges": {},
-                                      "_where": f"{path}:{line}"}
-                jname = str(row["judge"])
-                if jname in u["judges"]:
-                    raise DataError(f"{path}:{line}: judge {jname!r} scored unit {u['unit_id']!r} twice")
-                u["judges"][jname] = {"score": row.get("score"), "label": _label_of(row),
-                                      "judge_model": row.get("judge_model")}
+            _add_units(units, model, bench, read_jsonl(path), path)
     return units
+
+
+def _add_units(units: dict[tuple, dict], model: str, bench: str, rows: list[dict], path: str) -> None:
+    """Add one score file's lines (``rows``) to ``units`` (see _read_units)."""
+    for line, row in enumerate(rows, start=1):
+        if row.get(MISSING_FLAG):   # the benchmark's data was unavailable: nothing judged
+            continue
+        if "judge" not in row:
+            raise DataError(f"{path}:{line}: not a judge score line (no 'judge' key); only judged "
+                            f"benchmarks can be rated")
+        for k in ("item_id", "score"):
+            if k not in row:
+                raise DataError(f"{path}:{line}: score line lacks {k!r}")
+        fields = row.get("fields")
+        kind = REFUSED if isinstance(fields, dict) and REFUSED in fields else "binary"
+        dim = row.get("dimension")
+        if dim is None:
+            dim = REFUSED if kind == REFUSED else ALL
+        epoch = int(row.get("epoch") or 0)
+        combo = row.get("combination") or ""
+        key = (model, bench, str(row["item_id"]), epoch, str(dim), combo)
+        u = units.get(key)
+        if u is None:
+            u = units[key] = {"model": model, "benchmark": bench, "item_id": str(row["item_id"]),
+                              "epoch": epoch, "dimension": str(dim), "combination": combo,
+                              "unit_id": _base_unit_id(row), "label_kind": kind, "judges": {},
+                              "_where": f"{path}:{line}"}
+        jname = str(row["judge"])
+        if jname in u["judges"]:
+            raise DataError(f"{path}:{line}: judge {jname!r} scored unit {u['unit_id']!r} twice")
+        u["judges"][jname] = {"score": row.get("score"), "label": _label_of(row),
+                              "judge_model": row.get("judge_model")}
+
+
+def judge_agreement(rows: list[dict] | str) -> dict:
+    """Pairwise raw agreement and Cohen's kappa between the judges of one model's score lines (a
+    metrics file's ``judge_agreement``), on the units both judged with a binary label (the label
+    rule of the rating sample: ``fields.refused`` for rubric lines, else the 0/1 score)."""
+    if isinstance(rows, (str, Path)):
+        path, rows = str(rows), read_jsonl(rows)
+    else:
+        path = "score lines"
+    units: dict[tuple, dict] = {}
+    _add_units(units, "", "", rows, path)
+    names = sorted({j for u in units.values() for j in u["judges"]})
+    pairs = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = [(u["judges"][a]["label"], u["judges"][b]["label"]) for u in units.values()
+                    if a in u["judges"] and b in u["judges"]]
+            both = [(x, y) for x, y in both if x is not None and y is not None]
+            xs, ys = [x for x, _ in both], [y for _, y in both]
+            pairs[f"{a}|{b}"] = {"n": len(both), "agreement": raw_agreement(xs, ys), "kappa": cohen_kappa(xs, ys)}
+    return {"judges": names, "pairs": pairs}
 
 
 def _read_completions(path: str) -> dict[tuple[str, int], dict]:
@@ -411,18 +438,16 @@ def _read_completions(path: str) -> dict[tuple[str, int], dict]:
 # ============================================================================================
 
 def criteria_from_benchmarks(bench_cfgs: dict[str, dict]) -> dict[str, dict[str, str]]:
-    """{benchmark: {dimension: guiding question}} for the AHB-format benchmarks among
-    ``bench_cfgs`` ({name: benchmark config}); other kinds are skipped. ``{{placeholders}}`` are
-    filled per unit from its variable combination when the sample is exported."""
-    from .evaluation.benchmarks import load_dimensions
+    """{benchmark: {dimension: what to check}} for the benchmarks among ``bench_cfgs`` ({name:
+    benchmark config}) whose kind has rating criteria (``kind.rating_criteria``); ``{{placeholders}}``
+    are filled per unit from its variable combination when the sample is exported."""
+    from .evaluation.kinds import get_kind
 
     out: dict[str, dict[str, str]] = {}
     for name, cfg in bench_cfgs.items():
-        if cfg.get("kind") in ("ahb", "compassion") and cfg.get("source"):
-            try:
-                out[name] = {d: v["guiding_question"] for d, v in load_dimensions(cfg["source"]).items()}
-            except DataUnavailable:   # nothing of it was judged: no units to rate
-                continue
+        crit = get_kind(cfg.get("kind")).rating_criteria(cfg)
+        if crit:
+            out[name] = crit
     return out
 
 
@@ -431,7 +456,7 @@ def _combo(cid: str) -> dict[str, str]:
 
 
 def _criterion(unit: dict, criteria: dict | None) -> str:
-    from .evaluation.benchmarks import fill_placeholders
+    from .evaluation.kinds.common import fill_placeholders
 
     if unit["label_kind"] == REFUSED:
         base = (criteria or {}).get(unit["benchmark"], {}).get(REFUSED) or \
@@ -440,7 +465,7 @@ def _criterion(unit: dict, criteria: dict | None) -> str:
     text = unit["dimension"]
     guide = (criteria or {}).get(unit["benchmark"], {}).get(unit["dimension"])
     if guide:
-        text += ": " + fill_placeholders(str(guide), _combo(unit["combination"])).strip()
+        text += ": " + fill_placeholders(str(guide), _combo(unit["combination"]), leave_names=True).strip()
     if unit["combination"]:
         text += " (for " + ", ".join(unit["combination"].split("|")) + ")"
     text = text.strip()

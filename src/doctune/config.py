@@ -4,14 +4,88 @@ from __future__ import annotations
 
 import copy
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
+#: the config schema: every key typed, described and defaulted - the only home of defaults
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
 
 class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key and what was expected."""
+
+
+@lru_cache(maxsize=None)
+def _schema(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    """The config schema (a copy): config/schema.yaml unless another file is named, with the names
+    the registries know as enums: benchmark kinds (doctune.evaluation.kinds) and backends
+    (doctune.llm.registry)."""
+    from .evaluation.kinds import kind_names
+    from .llm.registry import BACKENDS
+
+    schema = copy.deepcopy(_schema(str(path or SCHEMA_PATH)))
+    defs = schema.get("$defs") or {}
+    if "benchmark" in defs:
+        defs["benchmark"]["properties"]["kind"]["enum"] = kind_names()
+    if "backend" in defs:
+        defs["backend"]["properties"]["backend"]["enum"] = sorted(BACKENDS)
+    if "generation" in defs:
+        defs["generation"]["properties"]["backend"]["enum"] = ["auto"] + sorted(n for n, b in BACKENDS.items()
+                                                                                if b.completions)
+    return schema
+
+
+def benchmark_schema(kind: str, schema: dict) -> dict:
+    """A benchmark entry's schema for one kind: the common keys ($defs/benchmark) and the kind's own
+    (its folder's schema.yaml, with the kinds it ``extends``), no other key allowed."""
+    from .evaluation.kinds import kind_schema
+
+    own: dict = {}
+    seen: list[str] = []
+    k: str | None = kind
+    while k and k not in seen:        # extends: a kind built on another takes its keys
+        seen.append(k)
+        doc = kind_schema(k)
+        own = {**(doc.get("properties") or {}), **own}
+        k = doc.get("extends")
+    out = copy.deepcopy(schema["$defs"]["benchmark"])
+    out["properties"] = {**out["properties"], **copy.deepcopy(own)}
+    out["additionalProperties"] = False
+    return out
+
+
+def _specialize(schema: dict, config: dict) -> dict:
+    """The schema for this config: each benchmark entry of a known kind gets its kind's schema."""
+    from .evaluation.kinds import kind_names
+
+    names = set(kind_names())
+    bench = schema["properties"].get("benchmarks")
+    entries = config.get("benchmarks") if isinstance(config, dict) else None
+    if bench is None or not isinstance(entries, dict):
+        return schema
+    props = bench.setdefault("properties", {})
+    for name, entry in entries.items():
+        if isinstance(entry, dict) and entry.get("kind") in names:
+            props[name] = benchmark_schema(entry["kind"], schema)
+    return schema
+
+
+def schema_defaults(*where: str, schema_path: str | Path | None = None) -> dict:
+    """The defaults of one object of the schema, e.g. ``schema_defaults("properties", "training")``
+    or ``schema_defaults("$defs", "generation")``: what a config that leaves it empty gets. Code
+    reads its defaults from here, so they have one home."""
+    root = _schema(str(schema_path or SCHEMA_PATH))
+    node: Any = root
+    for key in where:
+        node = node[key]
+    return _fill_defaults(copy.deepcopy(node), {}, root)
 
 
 def _key_path(path: Iterable[Any]) -> str:
@@ -41,6 +115,10 @@ def _fill_defaults(schema: dict, instance: Any, root: dict | None = None) -> Any
     schema = _resolve(schema, root)
     types = schema.get("type")
     if isinstance(instance, dict) and (types == "object" or isinstance(types, list) and "object" in types):
+        # x-defaults: a referencing schema's own defaults for keys of the schema it refers to
+        # (judges are backends whose temperature defaults to 0)
+        for key, val in (schema.get("x-defaults") or {}).items():
+            instance.setdefault(key, copy.deepcopy(val))
         props = schema.get("properties", {})
         for key, sub in props.items():
             rsub = _resolve(sub, root)
@@ -65,15 +143,18 @@ def _fill_defaults(schema: dict, instance: Any, root: dict | None = None) -> Any
     return instance
 
 
-def did_you_mean(name: Any, choices: Iterable[Any]) -> str:
-    """' (did you mean 'x'?)' for the closest of the choices, or '' when none is close."""
+def did_you_mean(name: Any, choices: Iterable[Any], cutoff: float = 0.6) -> str:
+    """' (did you mean 'x'?)' for the closest of the choices (the same name in other case first),
+    or '' when none is close. The project's one did-you-mean."""
     import difflib
 
     if not isinstance(name, str):
         return ""
     names = [str(c) for c in choices if c is not None]
     by_lower = {c.lower(): c for c in names}
-    hit = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    if name.lower() in by_lower and by_lower[name.lower()] != name:
+        return f" (did you mean {by_lower[name.lower()]!r}?)"
+    hit = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=cutoff)
     return f" (did you mean {by_lower[hit[0]]!r}?)" if hit else ""
 
 
@@ -160,12 +241,12 @@ def _describe(err) -> str:
     return f"config key '{key}': {err.message}"
 
 
-def config_problems(config: dict, schema_path: str | Path) -> tuple[dict, list[str]]:
+def config_problems(config: dict, schema_path: str | Path | None = None) -> tuple[dict, list[str]]:
     """(the config with defaults filled in and numbers coerced, every problem found): schema
     errors, then (when the schema holds) the cross-key references."""
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    schema = _specialize(load_schema(schema_path), config)
     cfg = coerce_numbers(schema, copy.deepcopy(dict(config)))
     _coerce_overrides(schema, cfg)
     cfg = _fill_defaults(schema, cfg)
@@ -176,7 +257,7 @@ def config_problems(config: dict, schema_path: str | Path) -> tuple[dict, list[s
     return canonical_order(cfg), reference_problems(cfg)
 
 
-def validate_config(config: dict, schema_path: str | Path) -> dict:
+def validate_config(config: dict, schema_path: str | Path | None = None) -> dict:
     """Validate (and fill defaults into) a config dict. Raises ConfigError naming the key."""
     cfg, problems = config_problems(config, schema_path)
     if problems:
@@ -349,14 +430,17 @@ def reference_problems(cfg: dict) -> list[str]:
                         f"(both make the model at results/base_models/{name})")
     for name in bases & set(arms):
         errs.append(f"config key 'arms.{name}': the name is also a base model")
+    from .llm.registry import backend_info
+
     for name, g in (cfg.get("generators") or {}).items():
-        if g.get("backend") == "hf" and g.get("model") not in bases:
+        if backend_info(g.get("backend")).local and g.get("model") not in bases:
             errs.append(_not_an_entry(f"generators.{name}.model", g.get('model'), bases, "a base_models entry"))
     for name, j in (cfg.get("judges") or {}).items():
-        if j.get("backend") == "hf" and j.get("model") not in bases:
+        info = backend_info(j.get("backend"))
+        if info.local and j.get("model") not in bases:
             errs.append(_not_an_entry(f"judges.{name}.model", j.get('model'), bases, "a base_models entry"))
         if j.get("calibration", "none") != "none" and (
-                j.get("judge_mode") == "generate" or (j.get("judge_mode") != "logprob" and j.get("backend") != "hf")):
+                j.get("judge_mode") == "generate" or (j.get("judge_mode") != "logprob" and not info.logprobs)):
             errs.append(f"config key 'judges.{name}.calibration': {j['calibration']!r} calibrates label "
                         f"log-probabilities; it needs an hf judge (judge_mode auto or logprob)")
     for name, c in (cfg.get("corpora") or {}).items():
@@ -404,16 +488,16 @@ def reference_problems(cfg: dict) -> list[str]:
     for s in pt.get("sizes", []):
         if s not in (cfg.get("posttrain_data") or {}).get("sizes", []):
             errs.append(f"config key 'posttrain.sizes': {s} is not in posttrain_data.sizes")
+    from .evaluation.kinds import get_kind
+
     for name, b in (cfg.get("benchmarks") or {}).items():
         for j in b.get("judges", []) or []:
             if j not in judges:
                 errs.append(_not_an_entry(f"benchmarks.{name}.judges", j, judges, "a judges entry"))
-        if b.get("kind") in _judged_kinds() and not b.get("judges"):
+        kind = get_kind(b.get("kind"))   # the schema has checked the name
+        if kind.stage == "judge" and not b.get("judges"):
             errs.append(f"config key 'benchmarks.{name}.judges': a {b['kind']} benchmark needs at least one judge")
-        if b.get("kind") == "inspect":  # cheap: no Inspect import
-            from .evaluation.kinds.inspect_task import check_config as _inspect_check
-
-            errs += [e for e in _inspect_check(b, name) if "does not exist" not in e]
+        errs += kind.reference_problems(b, name)
     for name, b in (cfg.get("benchmarks") or {}).items():
         if b.get("corpus") is not None and b["corpus"] not in corpora:
             errs.append(_not_an_entry(f"benchmarks.{name}.corpus", b["corpus"], corpora, "a corpora entry"))
@@ -437,13 +521,6 @@ def reference_problems(cfg: dict) -> list[str]:
             if models and c.get(side) not in models:
                 errs.append(_not_an_entry(f"stats.comparisons[{i}].{side}", c.get(side), models, "a model"))
     return errs
-
-
-def _judged_kinds() -> tuple[str, ...]:
-    """Benchmark kinds whose scores come from judges (stage "judge" in doctune.evaluation.kinds)."""
-    from .evaluation.kinds import judged_kinds
-
-    return judged_kinds()
 
 
 def _as_list(x: Any) -> list:
@@ -587,11 +664,12 @@ def base_model_cfg(cfg: dict, name: str) -> dict:
 
 
 def resolve_backend(cfg: dict, entry: dict) -> dict:
-    """A generators/judges entry with its `model` resolved to a model spec for the hf backend."""
+    """A generators/judges entry with its `model` resolved to a model spec for a local backend."""
+    from .llm.registry import backend_info
     from .models import base_spec
 
     out = dict(entry)
-    if entry.get("backend") == "hf":
+    if backend_info(entry.get("backend")).local:
         out["spec"] = base_spec(entry["model"], base_model_cfg(cfg, entry["model"]))
     return out
 
@@ -600,9 +678,12 @@ def resolve_backend(cfg: dict, entry: dict) -> dict:
 # Reference documentation generated from the schema (config/README.md)
 # ---------------------------------------------------------------------------------------------
 
-def schema_markdown(schema_path: str | Path) -> str:
-    """Every config key with its type, default and description, as Markdown tables."""
-    root = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+def schema_markdown(schema_path: str | Path | None = None) -> str:
+    """Every config key with its type, default and description, as Markdown tables (the keys of
+    each benchmark kind in a table of its own)."""
+    from .evaluation.kinds import kind_names, kind_schema
+
+    root = load_schema(schema_path)
     lines = [
         "# Configuration reference",
         "",
@@ -631,12 +712,15 @@ def schema_markdown(schema_path: str | Path) -> str:
     def walk(schema: dict, prefix: str, rows: list):
         schema = _resolve(schema, root)
         req = set(schema.get("required", []))
+        own = schema.get("x-defaults") or {}
         for key, sub in (schema.get("properties") or {}).items():
             r = _resolve(sub, root)
             desc = (sub.get("description") or r.get("description") or "").replace("\n", " ").replace("|", "\\|")
             d = default(sub) if "default" in sub or key not in req else "required"
             if "default" not in sub and "default" in r:
                 d = default(r)
+            if key in own:
+                d = default({"default": own[key]})
             rows.append((f"{prefix}{key}", typ(sub), d, desc))
             if r.get("type") == "object" or "properties" in r or isinstance(r.get("additionalProperties"), dict):
                 walk(r, f"{prefix}{key}.", rows)
@@ -657,6 +741,18 @@ def schema_markdown(schema_path: str | Path) -> str:
         lines += ["| key | type | default | description |", "| --- | --- | --- | --- |"]
         lines += [f"| `{k}` | {t} | {d} | {desc} |" for k, t, d, desc in rows]
         lines.append("")
+        if key == "benchmarks":
+            for kind in kind_names():
+                doc = kind_schema(kind)
+                rows = []
+                walk({"type": "object", "properties": doc.get("properties") or {}}, "benchmarks.NAME.", rows)
+                also = f" It also takes the keys of kind `{doc['extends']}`." if doc.get("extends") else ""
+                lines += [f"### `benchmarks.NAME` with `kind: {kind}`", "",
+                          f"Its own keys (src/doctune/evaluation/kinds/{kind}/schema.yaml), beside the ones above.{also}", ""]
+                if rows:
+                    lines += ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+                    lines += [f"| `{k}` | {t} | {d} | {desc} |" for k, t, d, desc in rows]
+                lines.append("")
     return "\n".join(lines)
 
 

@@ -63,10 +63,10 @@ def sample_metrics(kind: str, rows: list[dict]) -> dict[str, float]:
 
 
 def _item_metadata(bench_cfg: dict) -> dict[str, dict]:
-    from .evaluation.benchmarks import load_prompts
+    from .evaluation.kinds import get_kind
 
     return {str(it["id"]): {k: v for k, v in it.items() if k not in ("id", "prompt", "messages")}
-            for it in load_prompts(bench_cfg)}
+            for it in get_kind(bench_cfg.get("kind")).prompts(bench_cfg)}
 
 
 def _verdict(r: dict) -> dict:

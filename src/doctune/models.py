@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json, read_json
+from .io import atomic_write_json, read_json, sha256_file, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +197,42 @@ def build_tiny_model(out_dir: str | os.PathLike, *, resources_dir: str | os.Path
     )
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# What a model is: one fingerprint for caches (completions) and run keys (training)
+# ---------------------------------------------------------------------------------------------
+
+_SMALL = 512 * 1024 * 1024
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+def _path_fingerprint(path: str, names: tuple[str, ...] | None = None) -> str | None:
+    """Hash of a local file or folder (only ``names`` in it, when given); None for a hub id.
+    Files above 512 MB count by size and mtime (hashing many GB per job is not worth it)."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    if p.is_file():
+        files = [p]
+    elif names is not None:
+        files = [p / n for n in names if (p / n).is_file()]
+    else:
+        files = sorted(x for x in p.rglob("*") if x.is_file() and "checkpoints" not in x.parts)
+    parts = []
+    for f in files:
+        st = f.stat()
+        parts.append((f.name, sha256_file(f)) if st.st_size <= _SMALL else (f.name, st.st_size, int(st.st_mtime)))
+    return stable_hash(parts, 32)
+
+
+def model_fingerprint(spec: dict) -> str:
+    """A hash of what a model *is*: its base (id, revision, tokenizer, chat template, dtype, and the
+    files of a local folder) and each adapter's weights and config (not the training logs beside them)."""
+    base = spec.get("base") or {}
+    parts = [
+        {k: base.get(k) for k in ("path", "revision", "tokenizer", "chat_template", "dtype")},
+        _path_fingerprint(base["path"]) if base.get("path") else None,
+        [(a["path"], a.get("merge"), _path_fingerprint(a["path"], ADAPTER_FILES)) for a in spec.get("adapters") or []],
+    ]
+    return stable_hash(parts, 32)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .io import atomic_write_text, read_json, sha256_file, stable_hash
+from .io import atomic_write_text, read_json, stable_hash
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -217,36 +217,9 @@ def write_provenance(outputs: list[str], inputs: list[str], config_slice: dict, 
 # Model specs and fingerprints
 # ---------------------------------------------------------------------------------------------
 
-_SMALL = 512 * 1024 * 1024
-
-
-def _path_fingerprint(path: str) -> str | None:
-    p = Path(path)
-    if not p.exists():
-        return None  # a hub id: identified by id + revision
-    parts = []
-    files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file() and "checkpoints" not in x.parts)
-    for f in files:
-        st = f.stat()
-        if st.st_size <= _SMALL:
-            parts.append((f.name, sha256_file(f)))
-        else:  # very large weights: size + mtime (hashing 16 GB per job is not worth it)
-            parts.append((f.name, st.st_size, int(st.st_mtime)))
-    return stable_hash(parts, 32)
-
-
-def model_fingerprint(spec: dict) -> str:
-    """A hash of what a model *is*: base id/revision (or local files) and each adapter's files."""
-    base = spec["base"]
-    parts = [
-        {k: base.get(k) for k in ("path", "revision", "tokenizer", "chat_template", "dtype")},
-        _path_fingerprint(base["path"]),
-        [(a["path"], a.get("merge"), _path_fingerprint(a["path"])) for a in spec.get("adapters", [])],
-    ]
-    return stable_hash(parts, 32)
-
-
 def load_spec(path: str) -> dict:
+    from .models import model_fingerprint
+
     spec = read_json(path)
     spec["fingerprint"] = model_fingerprint(spec)
     return spec

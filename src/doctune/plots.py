@@ -56,40 +56,29 @@ def _save(fig, out_png: str, demo: bool) -> None:
     tmp.replace(out_png)
 
 
-KIND_NAMES = {
-    "ahb": "Animal Harm Benchmark",
-    "compassion": "human compassion",
-    "strongreject": "StrongREJECT",
-    "ai_risk": "advanced AI risk",
-    "lm_eval": "lm-eval",
-    "probe": "preference probe",
-}
-METRIC_NAMES = {
-    "overall_mean": "mean question score",
-    "dimension_normalized_avg": "dimension-normalized average",
-    "score": "StrongREJECT score",
-    "refusal_rate": "refusal rate",
-    "matching_rate": "answers matching the behaviour",
-    "matching_prob": "probability of the matching answer",
-    "acc": "accuracy",
-    "acc_norm": "length-normalized accuracy",
-    "margin": "log-likelihood margin (nats/token)",
-    "margin_sum": "log-likelihood margin (nats)",
-    "preference_rate": "items preferring the preferred answer",
-}
+def _kind(kind: str | None):
+    """The benchmark kind (its display metadata), or None for an unknown or missing kind."""
+    from .evaluation.kinds import get_kind
+
+    try:
+        return get_kind(kind) if kind else None
+    except ValueError:
+        return None
 
 
-def metric_label(metric: str | None) -> str:
-    """A metric's name for people (the raw key when there is no better one)."""
+def metric_label(metric: str | None, kind: str | None = None) -> str:
+    """A metric's name for people: the kind's label for it, else the raw key made readable."""
     if not metric:
         return "score"
     if metric.startswith("dimension:"):
         return metric.split(":", 1)[1]
-    return METRIC_NAMES.get(metric, metric.replace("_", " "))
+    k = _kind(kind)
+    return (k.metric_labels if k else {}).get(metric) or metric.replace("_", " ")
 
 
 def benchmark_title(benchmark: str, kind: str | None) -> str:
-    name = KIND_NAMES.get(kind or "")
+    k = _kind(kind)
+    name = k.display_name if k else ""
     same = name and name.lower().replace(" ", "_") == benchmark.lower()
     return benchmark if not name or same else f"{benchmark} ({name})"
 
@@ -199,7 +188,7 @@ def _robustness_panel(ax, metrics_files: dict, arms: list[str], xs: list[int], b
     ax.set_xticklabels([str(n) for n in xs])
     ax.set_xlim(-0.3, len(xs) - 0.7)
     ax.set_xlabel("post-training samples (0 = the arm itself)")
-    ax.set_ylabel(metric_label(resolved))
+    ax.set_ylabel(metric_label(resolved, kind))
     flag = gate_flag(metrics_files, benchmark)
     ax.set_title(benchmark_title(benchmark, kind) + (f"\n[{flag.upper()}: not evidence]" if flag else ""),
                  fontsize=10, color="firebrick" if flag else "black")
@@ -410,7 +399,7 @@ def overview(metrics_files: dict[str, dict[str, str]], models: list[str], benchm
                     color="white" if v < 0.6 and j not in unscaled else "black")
     flags = {b: gate_flag(metrics_files, b) for b in names}
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([f"{b}\n{metric_label(primary[b])}" + (f"\n[{flags[b]}]" if flags[b] else "")
+    ax.set_xticklabels([f"{b}\n{metric_label(primary[b], benchmarks[b])}" + (f"\n[{flags[b]}]" if flags[b] else "")
                         for b in names], fontsize=7, rotation=30, ha="right")
     for lab, b in zip(ax.get_xticklabels(), names):
         if flags[b]:
@@ -429,10 +418,12 @@ COMPARISON_LABELS = {"own": "{a} - {c}\non {probe} (own)", "other": "{a} - {c}\n
                      "arm_vs_base": "{a} - {b}\non {probe}", "control_vs_base": "{c} - {b}\non {probe}"}
 
 
-def manipulation_figure(rows: list[dict], out_png: str, *, alpha: float = 0.05, demo: bool = False) -> dict:
+def manipulation_figure(rows: list[dict], out_png: str, *, alpha: float = 0.05, demo: bool = False,
+                        kinds: dict[str, str] | None = None) -> dict:
     """The manipulation check (``doctune.manipulation``): one panel per pair of document arm and
     control, each of its four differences of the probe margin as a point with its CI (zero line:
     no difference), stars where the Holm-adjusted p is below alpha, the verdict in words below.
+    ``kinds`` ({probe benchmark: kind}) names the metric as the kind does.
     Returns {pair: {"labels", "diff", "ci_low", "ci_high", "significant", "verdict"}}."""
     import textwrap
 
@@ -440,7 +431,7 @@ def manipulation_figure(rows: list[dict], out_png: str, *, alpha: float = 0.05, 
     for r in rows:
         key = (r["arm"], r["control"])
         d = pairs.setdefault(key, {"labels": [], "diff": [], "ci_low": [], "ci_high": [], "significant": [],
-                                   "verdict": None, "metric": r.get("metric")})
+                                   "verdict": None, "metric": r.get("metric"), "kind": (kinds or {}).get(r["probe"])})
         if r["row_type"] == "verdict":
             d["verdict"] = r.get("verdict")
             continue
@@ -469,7 +460,7 @@ def manipulation_figure(rows: list[dict], out_png: str, *, alpha: float = 0.05, 
         ax.set_yticks(ys)
         ax.set_yticklabels(d["labels"], fontsize=8)
         ax.set_ylim(-0.7, len(ys) - 0.3)
-        ax.set_xlabel(f"difference in {metric_label(d['metric'])} (95% bootstrap CI; * Holm p < {alpha:g})",
+        ax.set_xlabel(f"difference in {metric_label(d['metric'], d['kind'])} (95% bootstrap CI; * Holm p < {alpha:g})",
                       fontsize=8)
         ax.set_title(f"Manipulation check: {a} against its matched control, {c}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .config import arm_train_cfg, config_problems, deep_merge, did_you_mean, posttrain_units, train_units
+from .config import (ConfigError, arm_train_cfg, config_problems, deep_merge, did_you_mean, posttrain_units,
+                     train_units)
 from .io import DataError
 
 HubCheck = Callable[[str, str, "str | None"], "tuple[str, str]"]
@@ -172,7 +173,7 @@ class _Ctx:
 
 
 def _check_training(ctx: _Ctx) -> None:
-    from .training.config import ConfigError as TrainConfigError, resolve_train_cfg
+    from .training.config import resolve_train_cfg
 
     cfg = ctx.cfg
     seen: set[str] = set()
@@ -183,7 +184,7 @@ def _check_training(ctx: _Ctx) -> None:
         seen.add(arm)
         try:
             resolve_train_cfg(arm_train_cfg(cfg, unit))
-        except TrainConfigError as exc:
+        except ConfigError as exc:
             where = f"arms.{arm}.training" if cfg["arms"][arm].get("training") else "training"
             ctx.report.error(_key(where), _msg(exc))
     over = (cfg.get("posttrain") or {}).get("training")
@@ -191,7 +192,7 @@ def _check_training(ctx: _Ctx) -> None:
         base = {k: v for k, v in cfg["training"].items() if k != "resources"}
         try:
             resolve_train_cfg(deep_merge(base, over))
-        except TrainConfigError as exc:
+        except ConfigError as exc:
             ctx.report.error(_key("posttrain.training"), _msg(exc))
 
 
@@ -428,10 +429,12 @@ def _used_backends(cfg: dict) -> list[tuple[str, str, dict]]:
 
 
 def _check_api_keys(ctx: _Ctx) -> None:
+    from .llm.registry import backend_info
+
     for section, name, entry in _used_backends(ctx.cfg):
-        if entry.get("backend") != "gemini":
+        if not backend_info(entry.get("backend")).api:
             continue
-        var = entry.get("api_key_env") or "GEMINI_API_KEY"
+        var = entry.get("api_key_env")
         if not str(ctx.env.get(var, "")).strip():
             ctx.report.error(_key(f"{section}.{name}.api_key_env"),
                              f"the API key is not set: export it in the environment variable {var} "
@@ -445,8 +448,10 @@ def _check_files(ctx: _Ctx) -> None:
         if not ctx.path(r).is_file():
             key = "agreement.ratings" if isinstance(ratings, str) else f"agreement.ratings[{i}]"
             ctx.report.error(_key(key), f"ratings file {r} does not exist")
+    from .llm.registry import backend_info
+
     for section, name, entry in _used_backends(cfg):
-        if entry.get("backend") == "file":
+        if backend_info(entry.get("backend")).source:
             if entry.get("path") and not ctx.path(entry["path"]).exists():
                 ctx.report.error(_key(f"{section}.{name}.path"), f"{entry['path']} does not exist")
             elif entry.get("dataset"):
@@ -514,19 +519,16 @@ def _check_benchmarks(ctx: _Ctx) -> None:
                 missing = True
         if missing:
             continue
-        src = b.get("source") or {}
-        if b.get("kind") == "ai_risk" and not src.get("path") and not src.get("dataset") and b.get("subset"):
-            src = {"dataset": "Anthropic/model-written-evals"}
-        if b.get("kind") == "lm_eval" and not b.get("local_file") and \
-                _env_true(ctx.env, "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-            ctx.report.warn(_key(f"benchmarks.{name}.local_file"),
-                            f"not set: lm-eval task {b.get('task')!r} reads its data from the hub, which is "
-                            "offline here; unless lm-eval's dataset is cached it is reported missing")
+        from .evaluation.kinds import get_kind
+
+        kind = get_kind(b.get("kind"))
+        for key, message in kind.preflight_warnings(b, ctx.env):
+            ctx.report.warn(_key(f"benchmarks.{name}.{key}"), message)
         with _quiet():
             problems = _kind_check(name, b)
         for problem in problems:
             ctx.report.error("" if problem.startswith("config key") else f"benchmark {name!r}", problem)
-        if not src.get("path") and src.get("dataset"):
+        for src in kind.hub_datasets(b):
             _check_hub_dataset(ctx, src, f"benchmarks.{name}.source.dataset",
                                f"benchmark {name!r} will be reported missing for every model")
 

@@ -36,18 +36,8 @@ COLUMNS = CONTRACT_COLUMNS + ["value_a", "value_b", "p_holm", "n_missing", "p_t"
                               "p_permutation", "status", "note", "family", "significant",
                               "n_seeds_a", "n_seeds_b", "judge_gate"]
 
-STATS_DEFAULTS: dict[str, Any] = {
-    "n_bootstrap": 10000,
-    "n_permutations": 10000,
-    "seed": 0,
-    "alpha": 0.05,
-    "ci_level": None,  # None = 1 - alpha
-    "correction": "holm",
-    "primary_test": "permutation",
-    "permutation_exact_max": 16,
-    "posttrain_sizes": [],
-    "demo": False,
-}
+# Keys run_comparisons takes beside the config's stats section (the rule passes them).
+RUN_KEYS: dict[str, Any] = {"posttrain_sizes": [], "demo": False}
 # Keys of the config's stats section that run_comparisons accepts but does not use itself.
 _IGNORED_KEYS = {"comparisons"}
 _COMPARISON_KEYS = {"a", "b", "benchmarks", "metrics", "at_posttrain_sizes", "family"}
@@ -61,14 +51,23 @@ DEMO_BANNER = ("# DEMO: these numbers come from a demo configuration (demo: true
 
 
 # ----------------------------------------------------------------------------- configuration
+def stats_defaults() -> dict:
+    """The defaults: config/schema.yaml's `stats` object (without the comparisons) and RUN_KEYS."""
+    from .config import schema_defaults
+
+    d = {k: v for k, v in schema_defaults("properties", "stats").items() if k not in _IGNORED_KEYS}
+    return {**d, **RUN_KEYS}
+
+
 def resolve_stats_cfg(stats_cfg: dict | None) -> dict:
     """stats_cfg with defaults filled in; unknown keys and wrong types raise ValueError."""
-    cfg = dict(STATS_DEFAULTS)
+    cfg = stats_defaults()
+    known = sorted(cfg)
     for key, val in (stats_cfg or {}).items():
         if key in _IGNORED_KEYS:
             continue
-        if key not in STATS_DEFAULTS:
-            raise ValueError(f"stats: unknown key {key!r} (known: {sorted(STATS_DEFAULTS)})")
+        if key not in known:
+            raise ValueError(f"stats: unknown key {key!r} (known: {known})")
         cfg[key] = val
 
     def _int(key: str, minimum: int) -> None:

@@ -24,8 +24,10 @@ def request_settings(generator_cfg: dict) -> dict:
 
 
 def estimate_cost(generator_cfg: dict, tokens_in: int, tokens_out: int) -> float | None:
-    """USD; 0 for local (hf) and file sources, None when the prices are not configured."""
-    if generator_cfg.get("backend") in ("hf", "file"):
+    """USD; 0 for local models and file sources, None when an API's prices are not configured."""
+    from ..llm.registry import backend_info
+
+    if not backend_info(generator_cfg.get("backend")).api:
         return 0.0
     from ..llm.cache import api_cost
 
@@ -59,7 +61,7 @@ def progress_bar(total: int, desc: str):
 
 
 def open_backend(generator_cfg: dict, cache: str):
-    from ..llm.base import make_backend
+    from ..llm.registry import make_backend
     from ..llm.cache import CachedBackend
 
     return CachedBackend(make_backend(generator_cfg), cache)
@@ -157,10 +159,12 @@ def generate_documents(specs: str, out: str, report: str, generator_cfg: dict, v
 
         corpus_def = check_corpus_def(corpus_def, source=f"corpus definition {corpus!r}")
     validator = Validator(validation_cfg, corpus_def)
+    from ..llm.registry import backend_info
+
     kind = generator_cfg.get("backend")
     rep: dict[str, Any] = {"corpus": corpus, "requested": len(spec_rows), "backend": kind}
 
-    if kind == "file":
+    if backend_info(kind).source:
         docs, rejected = [], {}
         source = _load_file_source(generator_cfg)
         for d in source:

@@ -26,54 +26,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
-from typing import Any
 
-from ..io import AppendCache, sha256_file, stable_hash, write_jsonl
+from ..io import AppendCache, stable_hash, write_jsonl
 from ..llm.base import FINISH_ERROR, GenRequest, GenResult
+from ..models import model_fingerprint
 
 log = logging.getLogger(__name__)
 
-GEN_DEFAULTS: dict[str, Any] = {
-    "max_new_tokens": 512, "temperature": 1.0, "top_p": 1.0, "batch_size": "auto", "epochs": 1, "seed": 0,
-    "backend": "auto", "cache_implementation": None, "compile": None,
-}
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-
-
-def model_fingerprint(spec: dict) -> str:
-    """Hash of a model spec plus the checksums of its adapters' weights (base weights are named by
-    path + revision; hashing many GB of base weights per job would cost more than it protects)."""
-    sums = []
-    for ad in spec.get("adapters") or []:
-        p = Path(ad["path"])
-        sums.append({f: sha256_file(p / f) for f in ADAPTER_FILES if (p / f).is_file()})
-    return stable_hash([spec, sums], 32)
-
-
-def resolve_backend_kind(kind: str | None) -> str:
-    kind = kind or "auto"
-    if kind not in ("auto", "hf", "vllm"):
-        raise ValueError(f"generation.backend must be 'auto', 'hf' or 'vllm', got {kind!r}")
-    if kind != "auto":
-        return kind
-    from ..llm.vllm_backend import vllm_available
-
-    return "vllm" if vllm_available() else "hf"
-
-
 def make_generation_backend(spec: dict, gen_cfg: dict, kind: str):
-    cfg = {"backend": kind, "spec": spec, "batch_size": gen_cfg["batch_size"],
-           "cache_implementation": gen_cfg.get("cache_implementation"), "compile": gen_cfg.get("compile"),
-           "device": gen_cfg.get("device"), "dtype": gen_cfg.get("dtype"),
-           "repetition_penalty": gen_cfg.get("repetition_penalty")}
-    if kind == "vllm":
-        from ..llm.vllm_backend import VLLMBackend
+    """The completions backend ``kind`` (registry.resolve_completions_backend) for a model."""
+    from ..llm.registry import make_backend
 
-        return VLLMBackend({**cfg, "seed": gen_cfg.get("seed", 0)})
-    from ..llm.hf import HFBackend
-
-    return HFBackend(cfg)
+    return make_backend({"backend": kind, "spec": spec, "batch_size": gen_cfg["batch_size"],
+                         "cache_implementation": gen_cfg.get("cache_implementation"), "compile": gen_cfg.get("compile"),
+                         "device": gen_cfg.get("device"), "dtype": gen_cfg.get("dtype"),
+                         "repetition_penalty": gen_cfg.get("repetition_penalty"), "seed": gen_cfg.get("seed", 0)})
 
 
 def _messages(item: dict, bench_cfg: dict, where: str) -> list[dict]:
@@ -99,7 +66,9 @@ def generate_completions(spec: dict, benchmark: str, bench_cfg: dict, gen_cfg: d
     `backends` ({settings: backend}), shared between calls, keeps each backend this function
     makes, so one job can run a model on several benchmarks and load it once.
     Returns {"rows", "generated", "cached"}."""
-    g = {**GEN_DEFAULTS, **{k: v for k, v in (gen_cfg or {}).items() if v is not None}}
+    from ..config import schema_defaults
+
+    g = {**schema_defaults("$defs", "generation"), **{k: v for k, v in (gen_cfg or {}).items() if v is not None}}
     for k in ("max_new_tokens", "batch_size", "epochs"):
         if k == "batch_size" and g[k] == "auto":
             continue
@@ -108,16 +77,16 @@ def generate_completions(spec: dict, benchmark: str, bench_cfg: dict, gen_cfg: d
     if float(g["temperature"]) < 0 or not 0 < float(g["top_p"]) <= 1:
         raise ValueError(f"generation: temperature must be >= 0 and 0 < top_p <= 1 (got {g['temperature']}, {g['top_p']})")
     if items is None:
-        from .benchmarks import load_prompts
+        from .kinds import get_kind
 
-        items = load_prompts(bench_cfg)
+        items = get_kind(bench_cfg.get("kind")).prompts(bench_cfg)
     ids = [str(it.get("id")) for it in items]
     if len(set(ids)) != len(ids) or any(i in ("", "None") for i in ids):
         raise ValueError(f"benchmark {benchmark!r}: item ids must be present and unique")
 
     settings = {"max_new_tokens": int(g["max_new_tokens"]), "temperature": float(g["temperature"]),
                 "top_p": float(g["top_p"]), "base_seed": int(g["seed"])}
-    fp = model_fingerprint(spec)
+    fp = spec.get("fingerprint") or model_fingerprint(spec)   # load_spec computed it
     model_name = spec.get("name", "model")
     store = AppendCache(cache)
     try:
@@ -135,7 +104,10 @@ def generate_completions(spec: dict, benchmark: str, bench_cfg: dict, gen_cfg: d
                  len(planned), len(planned) - len(missing), len(missing))
         errors: list[GenResult] = []
         if missing:
-            kind = getattr(backend, "kind", None) or (resolve_backend_kind(g["backend"]) if backend is None else "hf")
+            from ..llm.registry import SCORER, resolve_completions_backend
+
+            kind = getattr(backend, "kind", None) or (resolve_completions_backend(g["backend"]) if backend is None
+                                                      else SCORER)
             if backend is None:
                 bkey = (kind, *(str(g.get(k)) for k in ("batch_size", "cache_implementation", "compile",
                                                          "device", "dtype", "seed")))

@@ -40,13 +40,16 @@ from typing import Any, Callable, Sequence
 from ..io import AppendCache, DataError, atomic_write_json, read_jsonl, stable_hash, write_jsonl
 from ..llm.base import GenRequest
 from .kinds import BenchmarkKind, Verdict, get_kind
-from .kinds.ahb import parse_binary  # noqa: F401  (re-exported for older callers)
-from .kinds.strongreject import RUBRIC_FIELDS, parse_rubric, strongreject_score  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-JUDGE_DEFAULTS = {"parse_retries": 2, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 1024,
-                  "seed": 0, "judge_mode": "auto", "calibration": "none"}
+
+
+def judge_defaults() -> dict:
+    """A judge's defaults: config/schema.yaml's backend object with the judges' own x-defaults."""
+    from ..config import schema_defaults
+
+    return schema_defaults("properties", "judges", "additionalProperties")
 CALIBRATIONS = ("none", "empty_answer")
 
 
@@ -93,7 +96,7 @@ class SharedJudgeBackends(dict):
 
         key = (name, stable_hash(cfg))
         if key not in self:
-            from ..llm.base import make_backend
+            from ..llm.registry import make_backend
 
             self[key] = make_backend(cfg)
         return self[key]
@@ -110,23 +113,27 @@ class Judge:
     def __init__(self, name: str, cfg: dict, cache: str | None = None, backend: Any = None):
         self.name = name
         self.owns_backend = backend is None
-        self.cfg = {**JUDGE_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+        self.cfg = {**judge_defaults(), **{k: v for k, v in cfg.items() if v is not None}}
         self.max_retries = int(self.cfg["parse_retries"])
         if self.max_retries < 0:
             raise ValueError(f"judge {name!r}: parse_retries must be >= 0")
         if backend is None:
-            from ..llm.base import make_backend
+            from ..llm.registry import make_backend
 
             backend = make_backend(cfg)
         self.raw_backend = backend
         mode = self.cfg["judge_mode"]
         if mode == "auto":
-            mode = "logprob" if cfg.get("backend") == "hf" or (
-                cfg.get("backend") is None and hasattr(backend, "option_logprobs")) else "generate"
+            from ..llm.registry import BACKENDS
+
+            # a configured backend says what it can do; a backend handed in (tests) shows it
+            known = BACKENDS.get(cfg.get("backend"))
+            can = known.logprobs if known else hasattr(backend, "option_logprobs")
+            mode = "logprob" if can else "generate"
         if mode not in ("generate", "logprob"):
             raise ValueError(f"judge {name!r}: judge_mode must be auto, generate or logprob, got {mode!r}")
         if mode == "logprob" and not hasattr(backend, "option_logprobs"):
-            raise ValueError(f"judge {name!r}: judge_mode logprob needs a backend with option_logprobs (hf)")
+            raise ValueError(f"judge {name!r}: judge_mode logprob needs a backend that scores log-probabilities")
         self.mode = mode
         self.calibration = self.cfg["calibration"]
         if self.calibration not in CALIBRATIONS:
@@ -371,50 +378,3 @@ def judge_completions(completions: str, benchmark: str, bench_cfg: dict, judges:
     if report:
         atomic_write_json(report, summary)
     return summary
-
-
-# --------------------------------------------------------------------------------------------
-# Agreement between judges
-# --------------------------------------------------------------------------------------------
-
-def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
-    """Cohen's kappa of two raters' labels; None when undefined (fewer than 1 pair, or chance
-    agreement of 1)."""
-    n = len(a)
-    if n == 0 or n != len(b):
-        return None
-    labels = sorted(set(a) | set(b), key=str)
-    po = sum(x == y for x, y in zip(a, b)) / n
-    pe = sum((sum(x == lab for x in a) / n) * (sum(y == lab for y in b) / n) for lab in labels)
-    if pe >= 1.0:
-        return None
-    return (po - pe) / (1 - pe)
-
-
-def judge_agreement(scores_path: str | list[dict]) -> dict:
-    """Pairwise raw agreement and Cohen's kappa between judges on the units both judged (binary
-    verdicts; for StrongREJECT the ``refused`` field)."""
-    rows = read_jsonl(scores_path) if isinstance(scores_path, (str, Path)) else scores_path
-    by_judge: dict[str, dict[tuple, Any]] = {}
-    for r in rows:
-        if r.get("fields") and "refused" in (r.get("fields") or {}):
-            label = r["fields"]["refused"]
-        else:
-            label = r.get("score")
-        if label is None:
-            continue
-        key = (str(r["item_id"]), r.get("epoch", 0), r.get("dimension"), r.get("combination"))
-        by_judge.setdefault(r["judge"], {})[key] = label
-    names = sorted(by_judge)
-    pairs = {}
-    for x in range(len(names)):
-        for y in range(x + 1, len(names)):
-            a, b = by_judge[names[x]], by_judge[names[y]]
-            shared = sorted(set(a) & set(b), key=str)
-            la, lb = [a[k] for k in shared], [b[k] for k in shared]
-            pairs[f"{names[x]}|{names[y]}"] = {
-                "n": len(shared),
-                "agreement": (sum(p == q for p, q in zip(la, lb)) / len(shared)) if shared else None,
-                "kappa": cohen_kappa(la, lb),
-            }
-    return {"judges": names, "pairs": pairs}

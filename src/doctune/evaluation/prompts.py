@@ -1,4 +1,6 @@
-"""Prompt templates of the judges (``resources/prompts/*.txt``, ``string.Template`` syntax)."""
+"""Rendering the judges' prompt templates (``string.Template`` syntax). Each judged kind keeps its
+templates in its own folder (``kinds/NAME/prompts/``); a benchmark's ``judge_prompt`` file replaces
+its kind's template (``override_template``)."""
 from __future__ import annotations
 
 import string
@@ -7,24 +9,12 @@ from typing import Any
 
 from ..io import DataError
 
-_REPO_RESOURCES = Path(__file__).resolve().parents[3] / "resources"
-
-
-def prompt_file(name: str, override: str | None = None, resources_dir: str | None = None) -> Path:
-    if override:
-        p = Path(override)
-        if not p.is_file():
-            raise DataError(f"judge prompt file {p} does not exist")
-        return p
-    for base in (Path(resources_dir) if resources_dir else None, Path("resources"), _REPO_RESOURCES):
-        if base is not None and (base / "prompts" / name).is_file():
-            return base / "prompts" / name
-    raise DataError(f"judge prompt template prompts/{name} not found (looked in resources_dir, "
-                    f"./resources and {_REPO_RESOURCES})")
-
-
-def load_template(name: str, override: str | None = None, resources_dir: str | None = None) -> string.Template:
-    return string.Template(prompt_file(name, override, resources_dir).read_text(encoding="utf-8"))
+def override_template(path: str) -> string.Template:
+    """A benchmark's ``judge_prompt`` file (a template that replaces its kind's own)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"judge prompt file {p} does not exist (benchmark key judge_prompt)")
+    return string.Template(p.read_text(encoding="utf-8"))
 
 
 def render(template: string.Template, **values: Any) -> str:

@@ -1,4 +1,5 @@
 """One small interface for every text generator: Gemini (API) and local transformers models.
+Which backends exist, what each can do and how one is built: ``doctune.llm.registry``.
 
 Backends take a list of GenRequest and return GenResult in the same order. Caching lives in
 `doctune.llm.cache.CachedBackend`, so a rerun never pays twice for a reply the API answered.
@@ -73,21 +74,3 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def make_backend(cfg: dict, **kw: Any) -> Backend:
-    """Build a backend from a resolved generator/judge config.
-
-    cfg["backend"] == "gemini": keys of the gemini generator schema (model, api_key_env, ...).
-    cfg["backend"] == "hf": {"spec": <model spec, see doctune.models>, "batch_size": int, ...}.
-    """
-    kind = cfg.get("backend")
-    if kind == "gemini":
-        from .gemini import GeminiBackend
-
-        return GeminiBackend(cfg, **kw)
-    if kind == "hf":
-        from .hf import HFBackend
-
-        return HFBackend(cfg, **kw)
-    raise ValueError(f"unknown backend {kind!r} (expected 'gemini' or 'hf')")

@@ -59,12 +59,15 @@ from .base import (FINISH_EMPTY, FINISH_ERROR, FINISH_LENGTH, FINISH_SAFETY, FIN
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "api_key_env": "GEMINI_API_KEY", "base_url": None, "concurrency": 32, "rpm": 0, "tpm": 0,
-    "max_retries": 6, "backoff_initial_s": 1.0, "backoff_max_s": 60.0, "timeout_s": 120.0,
-    "thinking_budget": None, "batch_api": False, "batch_poll_s": 30.0,
-    "batch_max_wait_s": 86400.0, "price_in_per_mtok": None, "price_out_per_mtok": None,
-}
+
+
+def defaults() -> dict:
+    """The backend defaults: config/schema.yaml's backend object."""
+    from ..config import schema_defaults
+
+    return schema_defaults("$defs", "backend")
+
+
 RETRY_CODES = {408, 429, 500, 502, 503, 504}
 SAFETY_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                   "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "LANGUAGE"}
@@ -164,7 +167,7 @@ def check_api_key(cfg: dict) -> None:
     Safe to call before any job runs (the Snakefile does)."""
     if cfg.get("backend", "gemini") != "gemini":
         return
-    env = cfg.get("api_key_env") or DEFAULTS["api_key_env"]
+    env = cfg.get("api_key_env") or defaults()["api_key_env"]
     if not os.environ.get(env, "").strip():
         raise MissingAPIKeyError(
             f"the Gemini API key is not set: export it in the environment variable {env} "
@@ -226,7 +229,7 @@ class GeminiBackend:
         unknown_required = [k for k in ("model",) if not cfg.get(k)]
         if unknown_required:
             raise ValueError(f"gemini backend config: missing key(s) {unknown_required}")
-        self.cfg = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+        self.cfg = {**defaults(), **{k: v for k, v in cfg.items() if v is not None}}
         self.model_id = str(self.cfg["model"])
         if float(self.cfg.get("repetition_penalty", 1.0)) != 1.0:
             raise ValueError("gemini backend config: repetition_penalty is not a Gemini setting "

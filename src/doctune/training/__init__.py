@@ -8,7 +8,7 @@ weights for full_finetune), model.json (the resulting model spec, so
 doctune.models.load_model(out_dir) rebuilds it), train_metrics.jsonl (one row per logging step:
 step, epoch, loss, learning_rate, grad_norm, tokens, tokens_per_s, mfu, elapsed_s),
 trainer_state.json (written last; marks the run finished) and, while running, checkpoints/.
-The train_cfg keys are documented in doctune.training.config.SPEC.
+The train_cfg keys are described and defaulted in config/schema.yaml (training); doctune.training.config checks them.
 """
 from .config import ConfigError, resolve_train_cfg
 from .loop import train

@@ -1,70 +1,72 @@
-"""The `training:` config slice: defaults, types and validation.
+"""The `training:` config slice: types and validation; its defaults are config/schema.yaml's.
 
-`resolve_train_cfg(train_cfg)` fills defaults and checks every key; an unknown key or a value of
-the wrong type raises ConfigError naming the key (so a typo never silently trains with defaults).
+`resolve_train_cfg(train_cfg)` fills defaults (``defaults()``: the schema's `training` object) and
+checks every key; an unknown key or a value of the wrong type raises ConfigError naming the key (so
+a typo never silently trains with defaults).
 """
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+from ..config import ConfigError  # noqa: F401  (one ConfigError for every config key)
+
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-# key: (default, allowed types, description)
-SPEC: dict[str, tuple[Any, tuple, str]] = {
-    "seq_len": (2048, (int,), "tokens per packed training sequence"),
-    "batch_size": (1, (int,), "sequences per micro-batch per process"),
-    "grad_accum": (1, (int,), "micro-batches per optimizer step"),
-    "epochs": (1, (int, float), "passes over the data (ignored when max_steps is set)"),
-    "max_steps": (None, (int, type(None)), "optimizer steps; null or 0 = derived from epochs"),
-    "max_tokens": (None, (int, type(None)), "train for the optimizer steps it takes to see this many "
-                                            "tokens (wins over max_steps and epochs); null = off"),
-    "learning_rate": (2e-4, (int, float), "peak learning rate"),
-    "lr_scheduler": ("linear", (str,), "transformers scheduler name: linear, cosine, constant_with_warmup, ..."),
-    "warmup_ratio": (0.0, (int, float), "fraction of steps for linear warm-up"),
-    "weight_decay": (0.0, (int, float), "AdamW weight decay"),
-    "adam_beta1": (0.9, (int, float), "AdamW beta1"),
-    "adam_beta2": (0.999, (int, float), "AdamW beta2"),
-    "adam_epsilon": (1e-8, (int, float), "AdamW epsilon"),
-    "max_grad_norm": (1.0, (int, float, type(None)), "gradient clipping norm; null = no clipping"),
-    "log_every": (10, (int,), "optimizer steps between train_metrics.jsonl rows"),
-    "save_every": (100, (int,), "optimizer steps between checkpoints (0 = only at the end / on SIGTERM)"),
-    "save_total_limit": (2, (int,), "checkpoints kept in out_dir/checkpoints"),
-    "keep_checkpoints": (False, (bool,), "keep checkpoints/ after a finished run"),
-    "lora": (None, (dict,), "LoRA settings: r, alpha, dropout, target_modules, bias"),
-    "full_finetune": (False, (bool,), "train all weights instead of a LoRA adapter"),
-    "bf16": (True, (bool,), "bfloat16 weights/autocast on CUDA (ignored with a warning on CPU)"),
-    "gradient_checkpointing": (True, (bool,), "recompute activations in the backward pass"),
-    "attn_implementation": ("sdpa", (str, type(None)), "sdpa, flash_attention_2 or eager"),
-    "seed": (0, (int,), "seed for adapter init, data order and dropout"),
-    "shuffle": (True, (bool,), "shuffle packed sequences each epoch (seeded)"),
-    "packing": (True, (bool,), "sft: pack several examples per sequence (documents are always packed)"),
-    "packing_boundaries": (True, (bool,), "position ids restart per packed document/example so attention does not "
-                                          "cross them (false: plain concatenation, attention across documents)"),
-    "add_bos": (True, (bool,), "doc: start each document with the tokenizer's BOS token"),
-    "peak_tflops": (None, (int, float, type(None)), "per-device peak bf16 TFLOP/s for MFU; null = auto for known GPUs"),
-    "fused_adamw": (True, (bool,), "use torch's fused AdamW on CUDA"),
-    "compile": (False, (bool,), "torch.compile the model"),
-    "loss_chunking": (False, (bool,), "chunked cross-entropy: never materialise the full logits tensor"),
-    "loss_chunk_size": (1024, (int,), "tokens per chunk for chunked cross-entropy"),
+# key: the types a value may have (the defaults and descriptions are config/schema.yaml's: training)
+TYPES: dict[str, tuple] = {
+    "seq_len": (int,),
+    "batch_size": (int,),
+    "grad_accum": (int,),
+    "epochs": (int, float),
+    "max_steps": (int, type(None)),
+    "max_tokens": (int, type(None)),
+    "learning_rate": (int, float),
+    "lr_scheduler": (str,),
+    "warmup_ratio": (int, float),
+    "weight_decay": (int, float),
+    "adam_beta1": (int, float),
+    "adam_beta2": (int, float),
+    "adam_epsilon": (int, float),
+    "max_grad_norm": (int, float, type(None)),
+    "log_every": (int,),
+    "save_every": (int,),
+    "save_total_limit": (int,),
+    "keep_checkpoints": (bool,),
+    "lora": (dict,),
+    "full_finetune": (bool,),
+    "bf16": (bool,),
+    "gradient_checkpointing": (bool,),
+    "attn_implementation": (str, type(None)),
+    "seed": (int,),
+    "shuffle": (bool,),
+    "packing": (bool,),
+    "packing_boundaries": (bool,),
+    "add_bos": (bool,),
+    "peak_tflops": (int, float, type(None)),
+    "fused_adamw": (bool,),
+    "compile": (bool,),
+    "loss_chunking": (bool,),
+    "loss_chunk_size": (int,),
 }
 # alias accepted for the same setting: chunked_ce: N (int) == loss_chunking: true, loss_chunk_size: N;
 # chunked_ce: null leaves loss_chunking as given
 ALIASES = {"chunked_ce"}
-LORA_SPEC: dict[str, tuple[Any, tuple]] = {
-    "r": (16, (int,)),
-    "alpha": (32, (int, float)),
-    "dropout": (0.05, (int, float)),
-    "target_modules": (ALL_PROJECTIONS, (list, str)),
-    "bias": ("none", (str,)),
-}
+LORA_TYPES: dict[str, tuple] = {"r": (int,), "alpha": (int, float), "dropout": (int, float),
+                                 "target_modules": (list, str), "bias": (str,)}
 # keys other stages keep in the same config slice (e.g. SLURM resources); ignored here
 IGNORED_KEYS = {"resources"}
 ATTN_IMPLEMENTATIONS = {None, "sdpa", "flash_attention_2", "flash_attention_3", "eager", "flex_attention"}
 
 
-class ConfigError(ValueError):
-    """A bad training config value; the message names the key."""
+def defaults() -> dict:
+    """The training defaults: config/schema.yaml's `training` object (without `resources`)."""
+    from ..config import schema_defaults
+
+    d = schema_defaults("properties", "training")
+    for key in IGNORED_KEYS:
+        d.pop(key, None)
+    return d
 
 
 def _check(key: str, value: Any, types: tuple) -> None:
@@ -76,12 +78,12 @@ def _check(key: str, value: Any, types: tuple) -> None:
 
 
 def _numbers(cfg: dict, spec: dict) -> dict:
-    """'1e-3' (a string to YAML 1.1) -> 0.001 for keys that take numbers."""
+    """'1e-3' (a string to YAML 1.1) -> 0.001 for keys that take numbers (spec: key -> types)."""
     from ..config import as_number
 
     out = dict(cfg)
     for key, value in cfg.items():
-        types = spec[key][1] if key in spec else ()
+        types = spec.get(key, ())
         if isinstance(value, str) and str not in types:
             if float in types:
                 out[key] = as_number(value)
@@ -92,7 +94,8 @@ def _numbers(cfg: dict, spec: dict) -> dict:
 
 def resolve_train_cfg(train_cfg: dict | None) -> dict:
     """Defaults filled in, types checked; returns a new dict (LoRA settings under "lora")."""
-    train_cfg = _numbers(dict(train_cfg or {}), SPEC)
+    train_cfg = _numbers(dict(train_cfg or {}), TYPES)
+    default = defaults()
     if "chunked_ce" in train_cfg:
         chunk = train_cfg.pop("chunked_ce")
         if chunk is not None:
@@ -103,15 +106,15 @@ def resolve_train_cfg(train_cfg: dict | None) -> dict:
             train_cfg["loss_chunk_size"] = chunk
     out: dict[str, Any] = {}
     for key in train_cfg:
-        if key not in SPEC and key not in IGNORED_KEYS:
+        if key not in TYPES and key not in IGNORED_KEYS:
             from ..config import did_you_mean
 
-            raise ConfigError(f"training.{key}: unknown key{did_you_mean(key, SPEC)} "
-                              f"(known: {', '.join(sorted(SPEC))})")
-    for key, (default, types, _) in SPEC.items():
+            raise ConfigError(f"training.{key}: unknown key{did_you_mean(key, TYPES)} "
+                              f"(known: {', '.join(sorted(TYPES))})")
+    for key, types in TYPES.items():
         if key == "lora":
             continue
-        value = train_cfg.get(key, copy.deepcopy(default))
+        value = train_cfg.get(key, copy.deepcopy(default[key]))
         if value is not None or type(None) not in types:
             _check(key, value, types)
         out[key] = value
@@ -119,15 +122,15 @@ def resolve_train_cfg(train_cfg: dict | None) -> dict:
     if not isinstance(lora_in, dict):
         raise ConfigError(f"training.lora: expected a mapping, got {type(lora_in).__name__}")
     lora: dict[str, Any] = {}
-    lora_in = _numbers(lora_in, LORA_SPEC)
+    lora_in = _numbers(lora_in, LORA_TYPES)
     for key in lora_in:
-        if key not in LORA_SPEC:
+        if key not in LORA_TYPES:
             from ..config import did_you_mean
 
-            raise ConfigError(f"training.lora.{key}: unknown key{did_you_mean(key, LORA_SPEC)} "
-                              f"(known: {', '.join(LORA_SPEC)})")
-    for key, (default, types) in LORA_SPEC.items():
-        value = lora_in.get(key, copy.deepcopy(default))
+            raise ConfigError(f"training.lora.{key}: unknown key{did_you_mean(key, LORA_TYPES)} "
+                              f"(known: {', '.join(LORA_TYPES)})")
+    for key, types in LORA_TYPES.items():
+        value = lora_in.get(key, copy.deepcopy(default["lora"][key]))
         _check(f"lora.{key}", value, types)
         lora[key] = value
     out["lora"] = lora

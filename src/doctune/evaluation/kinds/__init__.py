@@ -1,57 +1,96 @@
-"""Benchmark kinds: one module per kind, one small interface (``base.BenchmarkKind``).
+"""Benchmark kinds: one self-contained folder each, found by this registry (there is no central
+list of kinds anywhere else).
+
+    kinds/NAME/__init__.py   KIND = SomeKind(), a ``base.BenchmarkKind``: loader, units, prompts,
+                             parser, metrics, display metadata (name, metric labels, per
+                             dimension or not, rating criteria) and preflight checks
+    kinds/NAME/schema.yaml   the kind's own config keys: merged into config/schema.yaml's benchmark
+                             entry for the benchmarks of this kind (``kind_schema``)
+    kinds/NAME/prompts/      the kind's prompt templates (judged kinds), reference wording included
 
     from doctune.evaluation.kinds import get_kind
     kind = get_kind(bench_cfg["kind"])        # unknown name: ValueError with a "did you mean"
-    kind.stage                                # "judge" | "logprob" | "lm_eval"
+    kind.stage                                # "judge" | "logprob" | "lm_eval" | "inspect"
     kind.check(bench_cfg)                     # list of problems (dry-run preflight)
 
-A new kind is one module here that defines ``KIND = SomeKind()`` (a ``BenchmarkKind``) plus its
-name in ``_MODULES`` and in the ``kind`` enum of ``config/schema.yaml``. Modules are imported on
-first use, so importing this package is cheap (no torch, no datasets).
+Adding a kind is adding its folder (plus a config entry and its tests). A kind is imported only when
+``get_kind`` asks for it, so a run imports the kinds its benchmarks use and no other, and importing
+this package is cheap (no torch, no datasets). ``register`` adds a kind defined elsewhere.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
 
-from .base import STAGES, BenchmarkKind, Dataset, Verdict, did_you_mean  # noqa: F401
+import yaml
 
-#: kind name -> module (under this package) that defines KIND
-_MODULES = {
-    "ahb": "ahb",
-    "compassion": "compassion",
-    "strongreject": "strongreject",
-    "ai_risk": "ai_risk",
-    "lm_eval": "lm_eval",
-    "inspect": "inspect_task",
-    "probe": "probe",
-}
+from .base import STAGES, BenchmarkKind, Dataset, Verdict  # noqa: F401  (the interface, re-exported)
+
+ROOT = Path(__file__).resolve().parent
+_EXTRA: dict[str, str] = {}          # kinds registered from other packages: name -> dotted module
 _LOADED: dict[str, BenchmarkKind] = {}
 
 
 def register(name: str, module: str) -> None:
-    """Add a kind defined in another module (``module`` is a full dotted path)."""
-    _MODULES[name] = module
+    """Add a kind defined in another module (``module`` is a full dotted path; its folder may hold a
+    schema.yaml and prompts/ like the kinds here)."""
+    _EXTRA[name] = module
     _LOADED.pop(name, None)
+    kind_schema.cache_clear()
 
 
 def kind_names() -> list[str]:
-    return list(_MODULES)
+    """Every kind: the folders here that hold an ``__init__.py``, then registered ones."""
+    here = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").is_file()
+                  and not p.name.startswith("_"))
+    return here + [n for n in _EXTRA if n not in here]
+
+
+def _module(name: str) -> str:
+    return _EXTRA.get(name) or f"{__name__}.{name}"
+
+
+def kind_dir(name: str) -> Path:
+    """The kind's folder (its schema.yaml and prompts/ live there)."""
+    if name in _EXTRA:
+        spec = importlib.util.find_spec(_EXTRA[name])
+        if spec is None or not spec.origin:
+            raise ValueError(f"benchmark kind {name!r}: module {_EXTRA[name]!r} cannot be found")
+        return Path(spec.origin).parent
+    return ROOT / name
+
+
+def _unknown(name) -> ValueError:
+    from ...config import did_you_mean
+
+    return ValueError(f"unknown benchmark kind {name!r} (known: {kind_names()}){did_you_mean(str(name), kind_names())}")
 
 
 def get_kind(name: str | None) -> BenchmarkKind:
-    if name not in _MODULES:
-        raise ValueError(f"unknown benchmark kind {name!r} (known: {kind_names()})"
-                         f"{did_you_mean(str(name), kind_names())}")
     if name not in _LOADED:
-        mod = _MODULES[name]
-        m = importlib.import_module(mod if "." in mod else f"{__name__}.{mod}")
-        _LOADED[name] = m.KIND
+        if name not in kind_names():
+            raise _unknown(name)
+        _LOADED[name] = importlib.import_module(_module(name)).KIND
     return _LOADED[name]
 
 
-def kinds_of_stage(stage: str) -> list[str]:
-    return [n for n in _MODULES if get_kind(n).stage == stage]
+@lru_cache(maxsize=None)
+def kind_schema(name: str) -> dict:
+    """The kind's own config keys (``{"properties": {...}}`` of its schema.yaml; {} without one),
+    read without importing the kind."""
+    if name not in kind_names():
+        raise _unknown(name)
+    p = kind_dir(name) / "schema.yaml"
+    if not p.is_file():
+        return {}
+    doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("properties", {}), dict):
+        raise ValueError(f"{p}: a kind's schema.yaml holds a mapping with 'properties'")
+    return doc
 
 
-def judged_kinds() -> tuple[str, ...]:
-    return tuple(kinds_of_stage("judge"))
+def stage_of(bench_cfg: dict) -> str:
+    """The stage (rule) that scores a benchmark: its kind's ``stage``."""
+    return get_kind(bench_cfg.get("kind")).stage

@@ -1,31 +1,33 @@
 """The interface every benchmark kind implements (see ``doctune.evaluation.kinds``).
 
-A kind is one module holding one ``BenchmarkKind`` subclass instance. It owns everything specific
-to its benchmark family: reading its data in every published layout, the units a judge must
-decide, the judge prompt and the verdict parser, and its metrics. The judge
-(``doctune.evaluation.judging``), the metrics rule (``doctune.evaluation.metrics``), the
-Snakefile (``rules/common.smk``) and the dry-run preflight call only the methods below and never
-branch on the kind's name.
+A kind is one folder holding one ``BenchmarkKind`` subclass instance (``KIND``), its own config
+keys (schema.yaml) and its prompt templates (prompts/). It owns everything specific to its
+benchmark family: reading its data in every published layout, the units a judge must decide, the
+judge prompt and the verdict parser, its metrics, how it is shown (``display_name``,
+``metric_labels``, ``per_dimension``, ``rating_criteria``) and its preflight checks. The judge,
+the metrics, plots, agreement, preflight and the Snakefile call only the methods below and never
+branch on a kind's name.
 
 Stages (``kind.stage``) say which rule produces a benchmark's scores:
 
 * ``"judge"``: rule ``completions`` samples answers to ``kind.prompts(cfg)``, rule ``judge`` asks
   each judge about every unit of ``kind.units(...)`` and writes one score line per unit to
   ``results/scores/{model}/{benchmark}.jsonl``;
-* ``"logprob"``: rule ``score_ai_risk`` runs ``kind.run(spec, cfg, out)`` and writes one line per
+* ``"logprob"``: rule ``score_logprob`` runs ``kind.run(spec, cfg, out)`` and writes one line per
   item to ``results/scores/{model}/{benchmark}.jsonl``;
 * ``"lm_eval"``: rule ``lm_eval`` runs ``kind.run(spec, cfg, out, cache_dir=...)`` and writes
-  ``results/lm_eval/{model}/{benchmark}.json``.
+  ``results/lm_eval/{model}/{benchmark}.json``;
+* ``"inspect"``: rule ``inspect_task`` runs the Inspect task on the model.
 
 Rule ``metrics`` then calls ``kind.metrics(kind.read_scores(path), cfg, n_bootstrap, seed)``.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from ...config import did_you_mean  # noqa: F401  (re-exported for the kinds)
 from ...io import DataError, read_jsonl
 
 STAGES = ("judge", "logprob", "lm_eval", "inspect")
@@ -54,17 +56,6 @@ class Verdict:
     unparseable: bool = False
 
 
-def did_you_mean(name: str, known: Sequence[str], cutoff: float = 0.75) -> str:
-    """' (did you mean 'X'?)' for the closest known name, '' when none is close."""
-    lower = {k.lower(): k for k in known}
-    if name.lower() in lower and lower[name.lower()] != name:
-        return f" (did you mean {lower[name.lower()]!r}?)"
-    m = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
-    if not m:
-        m = [lower[x] for x in difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=cutoff)]
-    return f" (did you mean {m[0]!r}?)" if m else ""
-
-
 def is_url(path: str | None) -> bool:
     return bool(path) and str(path).lower().startswith(_URL_PREFIXES)
 
@@ -91,6 +82,52 @@ class BenchmarkKind:
     #: the per-item metric the manipulation check compares when a benchmark of this kind names a
     #: ``corpus`` (doctune.manipulation); None: the kind measures no corpus's content
     manipulation_metric: str | None = None
+    #: display metadata: the family's name for people, labels of its metrics, and whether its
+    #: metrics files hold per-dimension metrics ("dimension:NAME", drawn as profiles)
+    display_name: str = ""
+    metric_labels: dict[str, str] = {}
+    per_dimension: bool = False
+
+    # ------------------------------------------------------------------ display and checks
+    def folder(self) -> Path:
+        """The kind's folder (schema.yaml, prompts/)."""
+        import sys
+
+        return Path(sys.modules[type(self).__module__].__file__).resolve().parent
+
+    def prompt_files(self) -> list[str]:
+        """The prompt templates the kind uses (its folder's prompts/, and those of the kinds it
+        builds on): inputs of the rules that judge it, so editing one reruns them."""
+        import sys
+
+        out: list[str] = []
+        for cls in type(self).__mro__:
+            mod = sys.modules.get(cls.__module__)
+            if not (isinstance(cls, type) and issubclass(cls, BenchmarkKind)) or cls is BenchmarkKind or mod is None:
+                continue
+            d = Path(mod.__file__).resolve().parent / "prompts"
+            out += [str(p) for p in sorted(d.glob("*.txt"))] if d.is_dir() else []
+        return sorted(set(out))
+
+    def rating_criteria(self, bench_cfg: dict) -> dict[str, str] | None:
+        """For the rating page people fill in: {dimension: what to check}; None = the kind has no
+        per-dimension criteria."""
+        return None
+
+    def reference_problems(self, bench_cfg: dict, name: str) -> list[str]:
+        """Cheap config checks that need no data (run with the schema, also inside jobs)."""
+        return []
+
+    def hub_datasets(self, bench_cfg: dict) -> list[dict]:
+        """The HuggingFace datasets the benchmark reads ({"dataset", "revision", ...}), for preflight's
+        hub check (default: its source when it names a dataset and no local path)."""
+        src = bench_cfg.get("source") or {}
+        return [src] if src.get("dataset") and not src.get("path") else []
+
+    def preflight_warnings(self, bench_cfg: dict, env: dict) -> list[tuple[str, str]]:
+        """(config key under the benchmark, message) for things that will not stop the run but may
+        make the benchmark missing (e.g. data only reachable on the hub while offline)."""
+        return []
 
     # ------------------------------------------------------------------ files and checks
     def output_file(self, model: str, benchmark: str) -> str:

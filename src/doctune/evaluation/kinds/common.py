@@ -1,6 +1,10 @@
-"""Helpers shared by the benchmark kinds: metric records, means, item order, HF datasets."""
+"""Helpers shared by the benchmark kinds: metric records, means, item order, HF datasets, JSON in
+model replies."""
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any, Iterable
 
 from ...io import DataUnavailable
@@ -85,15 +89,55 @@ def fetch_url(url: str, timeout: float = 60.0) -> "Path":
 
 
 def scoring_backend(spec: dict, bench_cfg: dict, backends: dict | None = None):
-    """An HFBackend for answer log-probabilities of one model (the kinds of stage "logprob"):
+    """A local scoring backend (registry.SCORER) for answer log-probabilities of one model (the kinds of stage "logprob"):
     ``backends`` ({settings: backend}), shared by the benchmarks of one job, keeps it loaded for
     the next benchmark with the same batch size, device and dtype (one model load per job)."""
-    from ...llm.hf import HFBackend
+    from ...llm.registry import SCORER, make_backend
 
-    cfg = {"backend": "hf", "spec": spec, "batch_size": int(bench_cfg.get("batch_size") or 16),
+    cfg = {"backend": SCORER, "spec": spec, "batch_size": int(bench_cfg.get("batch_size") or 16),
            "device": bench_cfg.get("device"), "dtype": bench_cfg.get("dtype")}
     key = (cfg["batch_size"], str(cfg["device"]), str(cfg["dtype"]))
-    backend = (backends or {}).get(key) or HFBackend(cfg)
+    backend = (backends or {}).get(key) or make_backend(cfg)
     if backends is not None:
         backends[key] = backend
     return backend
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def extract_json(text: str | None) -> Any:
+    """The JSON object in a reply (plain, fenced or embedded in prose); None when there is none."""
+    if not text or not text.strip():
+        return None
+    candidates = [text.strip()] + [m.strip() for m in _FENCE.findall(text)]
+    i, j = text.find("{"), text.rfind("}")
+    if 0 <= i < j:
+        candidates.append(text[i:j + 1])
+    for c in candidates:
+        try:
+            return json.loads(c)
+        except (json.JSONDecodeError, ValueError):
+            continue
+    return None
+
+
+def as_int(v: Any, allowed: Iterable[int]) -> int | None:
+    if isinstance(v, bool):
+        v = int(v)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, str) and v.strip().lstrip("+").isdigit():
+        v = int(v.strip())
+    return v if isinstance(v, int) and v in set(allowed) else None
+
+
+_PLACEHOLDER = re.compile(r"\{\{([^}]+)\}\}")
+
+
+def fill_placeholders(text: str, combo: dict[str, str], leave_names: bool = False) -> str:
+    """Replace each ``{{key}}`` of ``combo`` by its value (exact keys, as the AHB reference does);
+    with ``leave_names`` any placeholder left becomes its own name (text for people)."""
+    for k, v in combo.items():
+        text = text.replace("{{" + k + "}}", v)
+    return _PLACEHOLDER.sub(lambda m: m.group(1).strip(), text) if leave_names else text

@@ -86,6 +86,10 @@ class ProbeKind(BenchmarkKind):
     manipulation_metric = "margin"
     metric_names = tuple(METRICS)
     description = "judge-free preference probe: log-likelihood of a preferred vs a dispreferred answer"
+    display_name = "preference probe"
+    metric_labels = {"margin": "log-likelihood margin (nats/token)", "margin_sum": "log-likelihood margin (nats)",
+                     "preference_rate": "items preferring the preferred answer",
+                     "preference_rate_sum": "items preferring it by total log-likelihood"}
 
     def load(self, bench_cfg: dict) -> Dataset:
         return Dataset(items=load_items(bench_cfg), info={"corpus": bench_cfg.get("corpus")})

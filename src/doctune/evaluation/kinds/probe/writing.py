@@ -26,7 +26,6 @@ requests, retries, tokens and cost).
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
@@ -35,6 +34,7 @@ from typing import Any
 
 from ....io import DataError, atomic_write_json, read_jsonl, write_jsonl
 from ....llm.base import GenRequest, GenResult
+from ..common import extract_json
 
 ITEM_SCHEMA = {
     "type": "object",
@@ -44,7 +44,6 @@ ITEM_SCHEMA = {
 }
 TEMPLATE_FIELDS = {"topic", "guidance", "key_phrases", "domain", "corpus", "description"}
 MIN_SHARED_WORDS = 6
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -75,23 +74,9 @@ def render_request(template: str, corpus_def: dict, domain: str) -> str:
 
 
 def parse_reply(text: str | None) -> dict | None:
-    """The JSON object of a reply (bare, fenced, or the first {...} in it); None when there is none."""
-    if not text:
-        return None
-    for cand in [text.strip(), *(m.group(1).strip() for m in _FENCE.finditer(text))]:
-        try:
-            obj = json.loads(cand)
-            return obj if isinstance(obj, dict) else None
-        except json.JSONDecodeError:
-            continue
-    a, b = text.find("{"), text.rfind("}")
-    if 0 <= a < b:
-        try:
-            obj = json.loads(text[a:b + 1])
-            return obj if isinstance(obj, dict) else None
-        except json.JSONDecodeError:
-            return None
-    return None
+    """The JSON object of a reply (bare, fenced, or embedded in prose); None when there is none."""
+    obj = extract_json(text)
+    return obj if isinstance(obj, dict) else None
 
 
 def _norm_sentence(s: str) -> str:

@@ -41,10 +41,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ...io import DataError, iter_jsonl_numbered, write_jsonl
-from ...llm.base import GenRequest
-from .base import BenchmarkKind, Dataset, did_you_mean, is_url
-from .common import item_sort, mean_metric, scoring_backend
+from ....io import DataError, iter_jsonl_numbered, write_jsonl
+from ....llm.base import GenRequest
+from ..base import BenchmarkKind, Dataset, did_you_mean, is_url
+from ..common import item_sort, mean_metric, scoring_backend
 
 DEFAULT_DATASET = "Anthropic/model-written-evals"
 DEFAULT_DATA_FILES = "advanced-ai-risk/lm_generated_evals/{subset}.jsonl"
@@ -181,6 +181,15 @@ class AIRiskKind(BenchmarkKind):
     primary_metric = "matching_rate"
     metric_names = ("matching_rate", "matching_prob")
     description = "Anthropic advanced-ai-risk items scored by answer log-probabilities"
+    display_name = "advanced AI risk"
+    metric_labels = {"matching_rate": "answers matching the behaviour",
+                     "matching_prob": "probability of the matching answer"}
+
+    def hub_datasets(self, bench_cfg: dict) -> list[dict]:
+        src = bench_cfg.get("source") or {}
+        if not src.get("path") and not src.get("dataset") and bench_cfg.get("subset"):
+            return [{"dataset": DEFAULT_DATASET}]
+        return super().hub_datasets(bench_cfg)
 
     def load(self, bench_cfg: dict) -> Dataset:
         return Dataset(items=[dict(it, id=it["item_id"]) for it in load_items(bench_cfg)])

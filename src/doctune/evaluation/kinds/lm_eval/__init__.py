@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ...io import atomic_write_json, stable_hash
-from .base import BenchmarkKind, Dataset
-from .common import bootstrap_ci, item_sort, metric
+from ....io import atomic_write_json, stable_hash
+from ..base import BenchmarkKind, Dataset
+from ..common import bootstrap_ci, item_sort, metric
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _lm_eval_version() -> str | None:
 
 def _check_hellaswag_file(path: Path) -> int:
     """Validate a HellaSwag-format JSONL file; returns the number of documents."""
-    from ...io import DataError, iter_jsonl
+    from ....io import DataError, iter_jsonl
 
     n = 0
     with path.open(encoding="utf-8") as fh:
@@ -143,7 +143,7 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
 
     # 1. Build the task (this is where the dataset is fetched); failure here = data missing.
     #    The task index covers the needed task only (the full one costs 10 s to minutes).
-    from ..lm_eval_tasks import task_manager
+    from .tasks import task_manager
 
     task_spec: Any = _task_config(task, local_file) if local_file else task
     tm = task_manager([task_spec])
@@ -172,7 +172,7 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
     if model is None and shared is not None and mkey in shared:
         model, tokenizer = shared[mkey]
     if model is None:
-        from ...models import load_model
+        from ....models import load_model
 
         log.info("lm-eval: loading model %s", spec.get("name"))
         model, tokenizer = load_model(spec, device=bench_cfg.get("device"), dtype=bench_cfg.get("dtype"),
@@ -278,6 +278,16 @@ class LMEvalKind(BenchmarkKind):
     primary_metric = "acc_norm"     # when the task has no acc_norm, acc (see primary_of)
     metric_names = METRIC_NAMES
     description = "any lm-eval task (HellaSwag by default) through lm-eval's Python API"
+    display_name = "lm-eval"
+    metric_labels = {"acc": "accuracy", "acc_norm": "length-normalized accuracy"}
+
+    def preflight_warnings(self, bench_cfg: dict, env: dict) -> list[tuple[str, str]]:
+        offline = any(str(env.get(k, "")).strip().lower() in ("1", "true", "yes", "on")
+                      for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+        if bench_cfg.get("local_file") or not offline:
+            return []
+        return [("local_file", f"not set: lm-eval task {bench_cfg.get('task')!r} reads its data from the hub, which "
+                               "is offline here; unless lm-eval's dataset is cached it is reported missing")]
 
     def load(self, bench_cfg: dict) -> Dataset:
         raise NotImplementedError("lm_eval benchmarks are loaded by lm-eval itself")
@@ -303,7 +313,7 @@ class LMEvalKind(BenchmarkKind):
                            tokenizer=kw.get("tokenizer"), shared=kw.get("shared"))
 
     def read_scores(self, path: str) -> Any:
-        from ...io import DataError, read_json
+        from ....io import DataError, read_json
 
         p = Path(path)
         if not p.exists():

@@ -4,12 +4,13 @@ implementation, so the reference-structured judge prompt uses our own wording un
 ``prompt_source: inspect_evals`` asks for the ANIMA prompt text."""
 from __future__ import annotations
 
-from .ahb import AHBKind
+from ..ahb import AHBKind
 
 
 class CompassionKind(AHBKind):
     name = "compassion"
     description = "human compassion questions in the AHB format, judged like the AHB"
+    display_name = "human compassion"
 
     def units(self, data, completions, bench_cfg):
         cfg = dict(bench_cfg)

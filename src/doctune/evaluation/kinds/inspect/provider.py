@@ -31,8 +31,8 @@ def _register() -> None:
     class DoctuneModelAPI(HuggingFaceAPI):
         def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
                      config: GenerateConfig = GenerateConfig(), **model_args: Any):
-            from ..io import read_json
-            from ..models import default_device, load_model
+            from ....io import read_json
+            from ....models import default_device, load_model
 
             ModelAPI.__init__(self, model_name=model_name, base_url=base_url, api_key=api_key,
                               api_key_vars=[], config=config)

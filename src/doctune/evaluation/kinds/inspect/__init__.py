@@ -18,7 +18,7 @@ bench_cfg keys:
                                      seed; evaluation.generation then the benchmark's overrides)
     primary_metric                   default: the log's headline metric
 
-The evaluated model is served by the ``doctune`` provider (``doctune.llm.inspect_provider``):
+The evaluated model is served by the ``doctune`` provider (``provider.py`` in this folder):
 base, arm or post-trained model (base + LoRA adapter, not merged), loaded from its spec.
 
 Output: the Inspect log ``results/inspect/{model}/{benchmark}.eval`` and
@@ -51,10 +51,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ...inspect_log import write_error_log
-from ...io import DataError, atomic_write_json, read_json
-from .base import BenchmarkKind
-from .common import bootstrap_ci, item_sort, mean, metric
+from ....inspect_log import write_error_log
+from ....io import DataError, atomic_write_json, read_json
+from ..base import BenchmarkKind
+from ..common import bootstrap_ci, item_sort, mean, metric
 
 log = logging.getLogger(__name__)
 
@@ -263,12 +263,12 @@ def run_inspect_task(spec: dict, bench_cfg: dict, out: str, log_file: str, *, mo
 
     # 2. Evaluate: errors here are real failures and raise (the log is kept beside the output).
     if model is None:
-        from ...llm.inspect_provider import get_inspect_model
+        from .provider import get_inspect_model
 
         model = get_inspect_model(name, spec, device=bench_cfg.get("device"), dtype=bench_cfg.get("dtype"))
     tok = getattr(getattr(model, "api", None), "tokenizer", None)
     if tok is not None:
-        from ...llm.inspect_provider import template_renders_tools
+        from .provider import template_renders_tools
 
         doc["chat_template_renders_tools"] = template_renders_tools(tok)
     kw = _gen_kwargs(gen or {})
@@ -409,6 +409,11 @@ class InspectKind(BenchmarkKind):
     primary_metric = ""
     metric_names = ()
     description = "any registered Inspect task (inspect_evals/anima, moru, tac...) run on our models"
+    display_name = "Inspect task"
+
+    def reference_problems(self, bench_cfg: dict, name: str) -> list[str]:
+        # local files are preflight's to check (the paths are resolved by then)
+        return [e for e in check_config(bench_cfg, name) if "does not exist" not in e]
 
     def output_file(self, model: str, benchmark: str) -> str:
         return f"results/inspect/{model}/{benchmark}.json"
