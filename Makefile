@@ -1,7 +1,9 @@
 # One-command entry points (see README.md).
 #   make demo   - create .venv, install the pinned stack, run the offline demo DAG (rule all):
 #                 runs/demo/results/summary.tsv, .../stats/comparisons.tsv, .../plots/*.png
-#   make test   - create .venv, install the pinned stack (+ requirements-inspect.txt), run the test suite
+#   make test   - create .venv, install the pinned stack (+ requirements-inspect.txt), run the whole test suite
+#                 (what CI runs: a test that would skip for missing ../shared data, SmolLM2 or SLURM fails)
+#   make test-fast - the unit tests only (no SLURM, no end-to-end DAG runs, no SmolLM2): minutes, for everyday work
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -11,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 CORES ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install install-inspect demo test lint dryrun report clean
+.PHONY: install install-inspect demo test test-fast lint dryrun report clean
 
 install: $(VENV)/.installed
 
@@ -41,7 +43,10 @@ demo: install
 	@echo; echo "== plots =="; ls -l runs/demo/results/plots/*.png
 
 test: install install-inspect
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	DOCTUNE_REQUIRE_ALL=1 $(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
+
+test-fast: install install-inspect
+	$(PY) -m pytest -q -ra -m "not slow and not slurm" $(PYTEST_ARGS)
 
 lint: install
 	snakemake --lint --configfile config/demo.yaml

@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from doctune.config import LAUNCH_DIR_ENV, launch_dir, localize_paths, run_dir
-from doctune.preflight import snakefile_preflight
+from doctune.workflow.config import LAUNCH_DIR_ENV, launch_dir, localize_paths, run_dir
+from doctune.workflow.preflight import snakefile_preflight
 
 # config/config.yaml (the paper) is the default; a --configfile on the command line replaces it
 # rather than being merged into it, so the demo never inherits the paper's arms.
@@ -22,7 +22,7 @@ if not workflow.config_settings.configfiles:
 # Local paths in the config are written relative to where Snakemake starts (the repository root);
 # a path that exists only in the workflow's folder (Snakemake started elsewhere) becomes absolute.
 # A job started as its own process (SLURM, cluster, group jobs) re-parses this file from the run
-# folder: launch_dir() gives it the folder the main process started from (doctune.config).
+# folder: launch_dir() gives it the folder the main process started from (doctune.workflow.config).
 LAUNCH_DIR = launch_dir(Path.cwd(), workflow.is_main_process, os.environ)
 os.environ[LAUNCH_DIR_ENV] = str(LAUNCH_DIR)
 config.update(localize_paths(config, [LAUNCH_DIR, Path(workflow.basedir)], LAUNCH_DIR))
@@ -58,8 +58,8 @@ add_code_params()  # a change to package code a rule's script imports reruns tha
 
 rule all:
     input:
-        "results/summary.tsv",
-        "results/stats/comparisons.tsv",
+        L.summary(),
+        L.stats("comparisons"),
         PLOTS,
         INSPECT_LOGS if config["inspect"]["export"] else [],
     default_target: True

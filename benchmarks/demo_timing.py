@@ -5,7 +5,7 @@
 
 Prints the wall time, the goal on 2 cores as a ratio (demo, SmolLM2: 15 minutes; tiny, the random
 test model: 10 minutes), and the time per rule from Snakemake's benchmark files
-(runs/RUN/results/benchmarks/**.tsv, via doctune.timing)."""
+(runs/RUN/results/benchmarks/**.tsv, via doctune.workflow.timing)."""
 from __future__ import annotations
 
 import argparse
@@ -47,7 +47,7 @@ def main() -> None:
     if proc.returncode != 0:
         sys.exit(f"demo run failed (see {work})")
     sys.path.insert(0, str(REPO / "src"))
-    from doctune.timing import format_times, rule_times
+    from doctune.workflow.timing import format_times, rule_times
 
     per_rule = rule_times(work / "runs" / args.config / "results" / "benchmarks")
     goal = GOALS_S[args.config]

@@ -2,7 +2,7 @@
 
 The real google-genai SDK runs the full document path (GeminiBackend in CachedBackend, the
 validation, the report) in a child process against the loopback stand-in
-(doctune.llm.gemini_loopback), twice on the same specs:
+(harness.gemini_loopback), twice on the same specs:
 
 * clean: no faults, one uninterrupted run;
 * faults only: the same faults, no kills;
@@ -33,6 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(1, str(REPO))   # harness/
 
 CHILD = r"""
 import json, sys
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    from doctune.llm.gemini_loopback import LoopbackGemini
+    from harness.gemini_loopback import LoopbackGemini
 
     rng = random.Random(a.seed)
     res = {}

@@ -1,6 +1,6 @@
 """Throughput of the document stage on the real google-genai SDK against a loopback server.
 
-A stdlib asyncio server (doctune.llm.gemini_loopback, in its own process) answers each request
+A stdlib asyncio server (harness.gemini_loopback, in its own process) answers each request
 after --latency seconds and returns HTTP 429 beyond --server-rpm requests per minute. The full
 document path runs against it: specs from the template grid, GeminiBackend (async, bounded
 concurrency, rpm limiter, retries) inside CachedBackend (fsync per reply), validation, output.
@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "src"), str(REPO)]   # the package and harness/ (the loopback server)
 
 
 def serve(latency: float, rpm: float, conn) -> None:
-    from doctune.llm.gemini_loopback import LoopbackGemini
+    from harness.gemini_loopback import LoopbackGemini
 
     srv = LoopbackGemini(latency_s=latency, rpm=rpm).start()
     conn.send(srv.url)

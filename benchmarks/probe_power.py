@@ -2,7 +2,7 @@
 
 For n probe items whose per-item differences (arm minus control, nats/token) have standard
 deviation SD, the mean difference is tested with the project's paired sign-flip permutation test
-(doctune.stats.paired_permutation_p). Prints, for each n: the analytic normal-approximation power
+(doctune.analysis.stats.paired_permutation_p). Prints, for each n: the analytic normal-approximation power
 and minimum detectable effect at 80% power, and the power from a simulation (normal per-item
 differences with the given mean and SD, the permutation test run on each), at the plain alpha and
 at alpha / FAMILY (Bonferroni: a lower bound on the Holm power of the check's four comparisons).
@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from doctune.stats import paired_permutation_p  # noqa: E402
+from doctune.analysis.stats import paired_permutation_p  # noqa: E402
 
 
 def analytic(n: int, sd: float, effect: float, alpha: float) -> tuple[float, float]:

@@ -2,15 +2,16 @@
 import re
 import sys
 
-from doctune import config as dc
+from doctune.workflow import config as dc
 from doctune.evaluation.kinds import get_kind
 from doctune.llm.registry import backend_info
-from doctune.manipulation import manipulation_pairs
+from doctune.workflow import layout as L   # where every file of the run lives
+from doctune.analysis.manipulation import manipulation_pairs
 
 # A run killed with SIGKILL leaves Snakemake's locks behind; remove those no living Snakemake
-# holds, so rerunning the same command is enough (doctune.runlock).
+# holds, so rerunning the same command is enough (doctune.workflow.runlock).
 if workflow.is_main_process:
-    from doctune.runlock import clear_stale_locks
+    from doctune.workflow.runlock import clear_stale_locks
 
     if clear_stale_locks():
         print("doctune: removed the locks of a killed Snakemake run (no process holds them)", file=sys.stderr)
@@ -39,7 +40,7 @@ BENCHMARKS = list(config["benchmarks"])
 PROBES_WRITTEN = [b for b, v in config["benchmarks"].items() if v.get("write")]
 for _b in PROBES_WRITTEN:
     config["benchmarks"][_b]["source"] = {**(config["benchmarks"][_b].get("source") or {}),
-                                          "path": f"results/probes/{_b}.jsonl"}
+                                          "path": L.probes(_b)}
 BENCH_KIND = {b: v["kind"] for b, v in config["benchmarks"].items()}
 KIND_OF = {b: get_kind(k) for b, k in BENCH_KIND.items()}  # the kind modules (doctune.evaluation.kinds)
 # benchmarks by the stage (rule) that produces their scores
@@ -50,15 +51,15 @@ TINY_BASES = [b for b, v in config["base_models"].items() if v.get("build_tiny")
 GGUF_BASES = [b for b, v in config["base_models"].items() if v.get("gguf") and not v.get("build_tiny")]
 RES = config["resources_dir"]
 # the judge validity gate of every judged benchmark (rule judge_gate), read before its verdicts are used
-GATE = {b: f"results/judge_gate/{b}.json" for b in JUDGED}
-# the manipulation check's pairs of document arms (doctune.manipulation)
+GATE = {b: L.judge_gate(b) for b in JUDGED}
+# the manipulation check's pairs of document arms (doctune.analysis.manipulation)
 MC_PAIRS = manipulation_pairs(config)
 PLOTS = [
-    "results/plots/robustness.png",
-    "results/plots/dimension_profile.png",
-    "results/plots/overview.png",
-    "results/plots/loss_curves.png",
-] + (["results/plots/manipulation.png"] if MC_PAIRS else [])
+    L.plot("robustness"),
+    L.plot("dimension_profile"),
+    L.plot("overview"),
+    L.plot("loss_curves"),
+] + ([L.plot("manipulation")] if MC_PAIRS else [])
 
 wildcard_constraints:
     base=_alt(BASES),
@@ -103,13 +104,13 @@ def res_kw(section):
 def base_model_input(name):
     """The files a base model's use depends on: the built tiny model or the imported GGUF
     checkpoint, or nothing for hub ids and local folders."""
-    return [f"results/base_models/{name}"] if name in TINY_BASES + GGUF_BASES else []
+    return [L.base_model(name)] if name in TINY_BASES + GGUF_BASES else []
 
 
 def gguf_source(name):
     """The GGUF file a base model imports, when it can be found now (so a changed file reruns
     the import); [] otherwise: preflight has reported it, and the import job names the key."""
-    from doctune.gguf import GGUFError, resolve_gguf
+    from doctune.models.gguf import GGUFError, resolve_gguf
 
     try:
         return [str(resolve_gguf(config["base_models"][name]["gguf"], f"base_models.{name}.gguf"))]
@@ -118,7 +119,7 @@ def gguf_source(name):
 
 
 def spec_file(model):
-    return f"results/models/{model}/model.json"
+    return L.spec(model)
 
 
 def backend_model_inputs(entry):
@@ -190,7 +191,7 @@ EVAL_RES = resources_of(config["evaluation"])
 def instruct_corpus_docs(wildcards):
     c = config["instruct_data"].get("corpus")
     if c and config["instruct_data"].get("match_welfare_tokens"):
-        return [f"results/documents/{c}.jsonl"]
+        return [L.documents(c)]
     return []
 
 
@@ -198,9 +199,9 @@ def arm_data(unit):
     a = config["arms"][dc.split_unit(unit)[0]]
     if a["method"] == "doc":
         corpora = a["corpus"] if isinstance(a["corpus"], list) else [a["corpus"]]
-        return [f"results/documents/{c}.jsonl" for c in corpora]
+        return [L.documents(c) for c in corpora]
     if a.get("data") in (None, "instruct"):
-        return ["results/data/instruct.jsonl"]
+        return [L.instruct()]
     return [a["data"]]
 
 
@@ -227,8 +228,8 @@ def replay_corpora(unit):
 def posttrain_data_file(wc):
     arm = dc.split_unit(wc.punit)[0]
     if replay_corpora(wc.punit):
-        return f"results/data/posttrain-{wc.n}.replay-{arm}.jsonl"
-    return f"results/data/posttrain-{wc.n}.jsonl"
+        return L.posttrain(wc.n, replay=arm)
+    return L.posttrain(wc.n)
 
 
 def alias_source(unit):
@@ -248,18 +249,41 @@ def stage_data(benches):
 
 # Code dependencies: Snakemake's `code` trigger sees only a rule's own script. Every rule with a
 # script gets a `code` param, the hash of the package files its script reaches through its
-# imports (doctune.codedeps; static, nothing is imported), so editing a module reruns exactly
-# the rules whose scripts use it and what follows. Called from the Snakefile after all rules.
-def add_code_params():
-    from doctune.codedeps import code_hash
+# imports (doctune.workflow.codedeps; static, nothing is imported), so editing a module reruns
+# exactly the rules whose scripts use it and what follows. The benchmark kinds count only for the
+# jobs that handle benchmarks of that kind, so editing one kind reruns only the jobs of its benchmarks
+# (and what reads every benchmark: metrics, statistics, summary, plots). Called from the Snakefile
+# after all rules.
+def rule_kinds():
+    """{rule: the kinds of the benchmarks it handles}; rules not named handle every used kind."""
+    kinds = lambda benches: {BENCH_KIND[b] for b in benches}   # noqa: E731
+    judged = kinds(JUDGED)
+    return {"completions": judged, "judge": judged, "judge_gate": judged, "rating_sample": judged,
+            "agreement": judged, "inspect_export": judged, "score_logprob": kinds(LOGPROB),
+            "lm_eval": kinds(LMEVAL), "inspect_task": kinds(b for b in BENCHMARKS if KIND_OF[b].stage == "inspect"),
+            "probes": kinds(PROBES_WRITTEN)}
 
-    src = Path(workflow.basedir) / "src"
+
+def add_code_params():
+    from doctune.evaluation.kinds import kind_dir, kind_names
+    from doctune.workflow.codedeps import cached_code_hashes
+
+    base = Path(workflow.basedir)
+    used, per_rule = set(BENCH_KIND.values()), rule_kinds()
+    jobs = {}
     for r in workflow.rules:
         if r.script and "code" not in r.params.keys():
             script = Path(str(r.basedir)) / r.script
             if not script.is_file():
-                script = Path(workflow.basedir) / "scripts" / Path(r.script).name
-            r.set_params(code=code_hash(script, src))
+                script = base / "scripts" / Path(r.script).name
+            mine = per_rule.get(r.name, used)
+            jobs[r.name] = (script, tuple(kind_dir(k) for k in kind_names() if k not in mine))
+    # kept in the run folder between calls: a no-op rerun parses no source file
+    hashes = cached_code_hashes(jobs, base / "src", [base / "src", base / "scripts"],
+                                ".snakemake/doctune-code-hashes.json")
+    for r in workflow.rules:
+        if r.name in jobs:
+            r.set_params(code=hashes[r.name])
 
 
 def trained_units_of(arm):

@@ -7,18 +7,18 @@ rule instruct_data:
         corpus_docs=instruct_corpus_docs,
         model=lambda wc: backend_model_inputs(config["generators"][config["instruct_data"]["generator"]]),
     output:
-        data="results/data/instruct.jsonl",
-        report="results/data/instruct.report.json",
+        data=L.instruct(),
+        report=L.instruct_report(),
     params:
         generator=lambda wc: dc.resolve_backend(config, config["generators"][config["instruct_data"]["generator"]]),
         instruct=config["instruct_data"],
         corpus_def=lambda wc: config["instruct_data"].get("corpus"),
         resources_dir=RES,
-        cache="results/cache/instruct.jsonl",
+        cache=L.cache("instruct.jsonl"),
     log:
-        "results/logs/instruct_data.log",
+        L.log("instruct_data"),
     benchmark:
-        "results/benchmarks/instruct_data.tsv"
+        L.bench("instruct_data")
     threads: lambda wc: resources_of(config["generators"][config["instruct_data"]["generator"]])["threads"]
     resources:
         gpu=lambda wc: resources_of(config["generators"][config["instruct_data"]["generator"]])["gpu"],
@@ -35,19 +35,14 @@ rule posttrain_data:
     input:
         lambda wc: [p for p in [config["posttrain_data"]["source"].get("path")] if p],
     output:
-        "results/data/posttrain-{n}.jsonl",
+        L.posttrain(),
     params:
         source=config["posttrain_data"]["source"],
         seed=config["posttrain_data"]["seed"],
     log:
-        "results/logs/posttrain_data/{n}.log",
+        L.log("posttrain_data", "{n}"),
     benchmark:
-        "results/benchmarks/posttrain_data/{n}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=20,
-        gpu=0,
+        L.bench("posttrain_data", "{n}")
     conda:
         "../envs/train.yaml"
     script:

@@ -6,18 +6,13 @@ rule build_tiny_model:
     input:
         text=f"{RES}/fixtures/tiny_tokenizer_corpus.txt",
     output:
-        directory("results/base_models/{tinybase}"),
+        directory(L.base_model("{tinybase}")),
     params:
         seed=lambda wc: config["seed"] + BASES.index(wc.tinybase),
     log:
-        "results/logs/build_tiny_model/{tinybase}.log",
+        L.log("build_tiny_model", "{tinybase}"),
     benchmark:
-        "results/benchmarks/build_tiny_model/{tinybase}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        L.bench("build_tiny_model", "{tinybase}")
     conda:
         "../envs/train.yaml"
     script:
@@ -30,15 +25,15 @@ rule import_gguf:
     input:
         gguf=lambda wc: gguf_source(wc.ggufbase),
     output:
-        directory("results/base_models/{ggufbase}"),
+        directory(L.base_model("{ggufbase}")),
     params:
         gguf=lambda wc: config["base_models"][wc.ggufbase]["gguf"],
         dtype=lambda wc: config["base_models"][wc.ggufbase].get("dtype"),
         key=lambda wc: f"base_models.{wc.ggufbase}.gguf",
     log:
-        "results/logs/import_gguf/{ggufbase}.log",
+        L.log("import_gguf", "{ggufbase}"),
     benchmark:
-        "results/benchmarks/import_gguf/{ggufbase}.tsv"
+        L.bench("import_gguf", "{ggufbase}")
     threads: 1
     resources:
         mem_mb=lambda wc, input: max(4000, 8 * int(sum(Path(f).stat().st_size for f in input) / 2**20) + 2000),
@@ -55,18 +50,13 @@ rule base_model_spec:
     input:
         lambda wc: base_model_input(wc.base),
     output:
-        "results/models/{base}/model.json",
+        L.spec("{base}"),
     params:
         base=lambda wc: dc.base_model_cfg(config, wc.base),
     log:
-        "results/logs/base_model_spec/{base}.log",
+        L.log("base_model_spec", "{base}"),
     benchmark:
-        "results/benchmarks/base_model_spec/{base}.tsv"
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-        gpu=0,
+        L.bench("base_model_spec", "{base}")
     conda:
         "../envs/stats.yaml"
     script:
@@ -80,19 +70,14 @@ rule specs:
         corpus=lambda wc: config["corpora"][wc.corpus].get("definition") or f"{RES}/corpora/{wc.corpus}.yaml",
         prompt=corpus_prompt,
     output:
-        "results/specs/{corpus}.jsonl",
+        L.specs(),
     params:
         corpus=lambda wc: config["corpora"][wc.corpus],
         resources_dir=lambda wc, input: str(Path(input.grid[0]).parent.parent),
     log:
-        "results/logs/specs/{corpus}.log",
+        L.log("specs", "{corpus}"),
     benchmark:
-        "results/benchmarks/specs/{corpus}.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-        gpu=0,
+        L.bench("specs", "{corpus}")
     conda:
         "../envs/generate.yaml"
     script:
@@ -102,20 +87,20 @@ rule specs:
 rule documents:
     """Generate, validate and store the documents of one corpus (never pays twice: cached)."""
     input:
-        specs="results/specs/{corpus}.jsonl",
+        specs=L.specs(),
         corpus=lambda wc: config["corpora"][wc.corpus].get("definition") or f"{RES}/corpora/{wc.corpus}.yaml",
         model=lambda wc: backend_model_inputs(config["generators"][config["corpora"][wc.corpus]["generator"]]),
     output:
-        docs="results/documents/{corpus}.jsonl",
-        report="results/documents/{corpus}.report.json",
+        docs=L.documents(),
+        report=L.documents_report(),
     params:
         generator=lambda wc: dc.resolve_backend(config, config["generators"][config["corpora"][wc.corpus]["generator"]]),
         validation=config["validation"],
-        cache=lambda wc: f"results/cache/documents/{wc.corpus}.jsonl",
+        cache=lambda wc: L.cache("documents", f"{wc.corpus}.jsonl"),
     log:
-        "results/logs/documents/{corpus}.log",
+        L.log("documents", "{corpus}"),
     benchmark:
-        "results/benchmarks/documents/{corpus}.tsv"
+        L.bench("documents", "{corpus}")
     threads: lambda wc: corpus_res(wc.corpus, "threads")
     resources:
         gpu=lambda wc: corpus_res(wc.corpus, "gpu"),

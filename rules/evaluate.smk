@@ -3,7 +3,7 @@
 
 
 # One job per model and stage, for all of the model's benchmarks of that stage: the model (or the
-# judge) is loaded once per job, not once per benchmark (doctune.pipeline.run_each keeps missing
+# judge) is loaded once per job, not once per benchmark (doctune.workflow.pipeline.run_each keeps missing
 # data and provenance per benchmark). Caches are per benchmark, so a rerun after a change to one
 # benchmark's settings regenerates only what changed and reloads the model once.
 
@@ -16,16 +16,16 @@ if JUDGED:
             spec=lambda wc: spec_file(wc.model),
             data=stage_data(JUDGED),
         output:
-            stage_outputs("results/completions/{model}/{b}.jsonl", JUDGED),
+            stage_outputs(L.completions("{model}", "{b}"), JUDGED),
         params:
             benches={b: config["benchmarks"][b] for b in JUDGED},
             generation={b: gen_cfg(b) for b in JUDGED},
             data={b: local_inputs(b) for b in JUDGED},
-            cache=lambda wc: {b: f"results/cache/completions/{wc.model}/{b}.jsonl" for b in JUDGED},
+            cache=lambda wc: {b: L.cache("completions", wc.model, f"{b}.jsonl") for b in JUDGED},
         log:
-            "results/logs/completions/{model}.log",
+            L.log("completions", "{model}"),
         benchmark:
-            "results/benchmarks/completions/{model}.tsv"
+            L.bench("completions", "{model}")
         threads: EVAL_RES["threads"]
         resources:
             **res_kw(config["evaluation"]),
@@ -38,22 +38,22 @@ if JUDGED:
         """Judge one model's completions on every judged benchmark: one verdict per question x
         dimension x variable combination x judge x epoch."""
         input:
-            completions=stage_outputs("results/completions/{model}/{b}.jsonl", JUDGED),
+            completions=stage_outputs(L.completions("{model}", "{b}"), JUDGED),
             judges=sorted({f for b in JUDGED for f in judge_inputs(b)}),
             data=stage_data(JUDGED),
             prompts=judge_prompt_files(),
         output:
-            scores=stage_outputs("results/scores/{model}/{b}.jsonl", JUDGED),
-            reports=stage_outputs("results/scores/{model}/{b}.report.json", JUDGED),
+            scores=stage_outputs(L.scores("{model}", "{b}"), JUDGED),
+            reports=stage_outputs(L.judge_report("{model}", "{b}"), JUDGED),
         params:
             benches={b: config["benchmarks"][b] for b in JUDGED},
             judges={b: resolved_judges(b) for b in JUDGED},
             data={b: local_inputs(b) for b in JUDGED},
-            cache=lambda wc: {b: f"results/cache/judge/{wc.model}/{b}.jsonl" for b in JUDGED},
+            cache=lambda wc: {b: L.cache("judge", wc.model, f"{b}.jsonl") for b in JUDGED},
         log:
-            "results/logs/judge/{model}.log",
+            L.log("judge", "{model}"),
         benchmark:
-            "results/benchmarks/judge/{model}.tsv"
+            L.bench("judge", "{model}")
         threads: EVAL_RES["threads"]
         resources:
             gpu=max(judge_gpus(b) for b in JUDGED),
@@ -80,11 +80,11 @@ if JUDGED:
             judges={b: resolved_judges(b) for b in JUDGED},
             data={b: local_inputs(b) + gate_sets(b) for b in JUDGED},
             gate=config["judge_gate"],
-            cache={b: f"results/cache/judge_gate/{b}.jsonl" for b in JUDGED},
+            cache={b: L.cache("judge_gate", f"{b}.jsonl") for b in JUDGED},
         log:
-            "results/logs/judge_gate.log",
+            L.log("judge_gate"),
         benchmark:
-            "results/benchmarks/judge_gate.tsv"
+            L.bench("judge_gate")
         threads: EVAL_RES["threads"]
         resources:
             gpu=max(judge_gpus(b) for b in JUDGED),
@@ -106,14 +106,14 @@ if LOGPROB:
             spec=lambda wc: spec_file(wc.model),
             data=stage_data(LOGPROB),
         output:
-            stage_outputs("results/scores/{model}/{b}.jsonl", LOGPROB),
+            stage_outputs(L.scores("{model}", "{b}"), LOGPROB),
         params:
             benches={b: config["benchmarks"][b] for b in LOGPROB},
             data={b: local_inputs(b) for b in LOGPROB},
         log:
-            "results/logs/score_logprob/{model}.log",
+            L.log("score_logprob", "{model}"),
         benchmark:
-            "results/benchmarks/score_logprob/{model}.tsv"
+            L.bench("score_logprob", "{model}")
         threads: EVAL_RES["threads"]
         resources:
             **res_kw(config["evaluation"]),
@@ -132,15 +132,15 @@ if LMEVAL:
             spec=lambda wc: spec_file(wc.model),
             data=stage_data(LMEVAL),
         output:
-            stage_outputs("results/lm_eval/{model}/{b}.json", LMEVAL),
+            stage_outputs(L.lm_eval("{model}", "{b}"), LMEVAL),
         params:
             benches={b: config["benchmarks"][b] for b in LMEVAL},
             data={b: local_inputs(b) for b in LMEVAL},
-            cache_dir=lambda wc: f"results/cache/lm_eval/{wc.model}",
+            cache_dir=lambda wc: L.cache("lm_eval", wc.model),
         log:
-            "results/logs/lm_eval/{model}.log",
+            L.log("lm_eval", "{model}"),
         benchmark:
-            "results/benchmarks/lm_eval/{model}.tsv"
+            L.bench("lm_eval", "{model}")
         threads: EVAL_RES["threads"]
         resources:
             **res_kw(config["evaluation"]),
@@ -158,7 +158,7 @@ rule metrics:
         data=stage_data(BENCHMARKS),
         gates=list(GATE.values()),
     output:
-        stage_outputs("results/metrics/{model}/{b}.json", BENCHMARKS),
+        stage_outputs(L.metrics("{model}", "{b}"), BENCHMARKS),
     params:
         benches={b: config["benchmarks"][b] for b in BENCHMARKS},
         data={b: local_inputs(b) for b in BENCHMARKS},
@@ -166,14 +166,9 @@ rule metrics:
         n_bootstrap=config["evaluation"]["n_bootstrap"],
         seed=config["seed"],
     log:
-        "results/logs/metrics/{model}.log",
+        L.log("metrics", "{model}"),
     benchmark:
-        "results/benchmarks/metrics/{model}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        L.bench("metrics", "{model}")
     conda:
         "../envs/stats.yaml"
     script:

@@ -3,7 +3,7 @@
 # `inspect view` / `inspect log dump`.
 
 INSPECT = [b for b in BENCHMARKS if KIND_OF[b].stage == "inspect"]
-INSPECT_LOGS = [f"results/inspect/{m}/{b}.eval" for m in MODELS for b in JUDGED + INSPECT]
+INSPECT_LOGS = [L.inspect(m, b, "eval") for m in MODELS for b in JUDGED + INSPECT]
 
 
 wildcard_constraints:
@@ -16,15 +16,15 @@ rule inspect_task:
         spec=lambda wc: spec_file(wc.model),
         data=lambda wc: local_inputs(wc.inspect),
     output:
-        summary="results/inspect/{model}/{inspect}.json",
-        log="results/inspect/{model}/{inspect}.eval",
+        summary=L.inspect("{model}", "{inspect}"),
+        log=L.inspect("{model}", "{inspect}", "eval"),
     params:
         bench=lambda wc: config["benchmarks"][wc.inspect],
         generation=lambda wc: config["evaluation"]["generation"] | (config["benchmarks"][wc.inspect].get("generation") or {}),
     log:
-        "results/logs/inspect_task/{model}/{inspect}.log",
+        L.log("inspect_task", "{model}/{inspect}"),
     benchmark:
-        "results/benchmarks/inspect_task/{model}/{inspect}.tsv"
+        L.bench("inspect_task", "{model}/{inspect}")
     threads: EVAL_RES["threads"]
     resources:
         **res_kw(config["evaluation"]),
@@ -37,23 +37,18 @@ rule inspect_task:
 rule inspect_export:
     """One model's completions and verdicts on one judged benchmark as an Inspect log (.eval)."""
     input:
-        completions="results/completions/{model}/{judged}.jsonl",
-        scores="results/scores/{model}/{judged}.jsonl",
-        metrics="results/metrics/{model}/{judged}.json",
+        completions=L.completions("{model}", "{judged}"),
+        scores=L.scores("{model}", "{judged}"),
+        metrics=L.metrics("{model}", "{judged}"),
         data=lambda wc: local_inputs(wc.judged),
     output:
-        "results/inspect/{model}/{judged}.eval",
+        L.inspect("{model}", "{judged}", "eval"),
     params:
         bench=lambda wc: config["benchmarks"][wc.judged],
     log:
-        "results/logs/inspect_export/{model}/{judged}.log",
+        L.log("inspect_export", "{model}/{judged}"),
     benchmark:
-        "results/benchmarks/inspect_export/{model}/{judged}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        L.bench("inspect_export", "{model}/{judged}")
     conda:
         "../envs/inspect.yaml"
     script:

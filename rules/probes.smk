@@ -10,24 +10,24 @@ if PROBES_WRITTEN:
         input:
             corpus=lambda wc: config["corpora"][probe_corpus(wc)].get("definition")
             or f"{RES}/corpora/{probe_corpus(wc)}.yaml",
-            documents=lambda wc: f"results/documents/{probe_corpus(wc)}.jsonl",
+            documents=lambda wc: L.documents(probe_corpus(wc)),
             grid=f"{RES}/grid/domains.txt",
             template=lambda wc: f"{RES}/prompts/{config['benchmarks'][wc.probe]['write']['prompt_template']}",
             model=lambda wc: backend_model_inputs(probe_generator(wc)),
         output:
-            probe_items="results/probes/{probe}.jsonl",
-            report="results/probes/{probe}.report.json",
+            probe_items=L.probes(),
+            report=L.probes_report(),
         params:
             write=lambda wc: config["benchmarks"][wc.probe]["write"],
             corpus_name=probe_corpus,
             corpus=lambda wc: config["corpora"][probe_corpus(wc)],
             generator=lambda wc: dc.resolve_backend(config, probe_generator(wc)),
             resources_dir=RES,
-            cache=lambda wc: f"results/cache/probes/{wc.probe}.jsonl",
+            cache=lambda wc: L.cache("probes", f"{wc.probe}.jsonl"),
         log:
-            "results/logs/probes/{probe}.log",
+            L.log("probes", "{probe}"),
         benchmark:
-            "results/benchmarks/probes/{probe}.tsv"
+            L.bench("probes", "{probe}")
         threads: lambda wc: resources_of(probe_generator(wc))["threads"]
         resources:
             gpu=lambda wc: resources_of(probe_generator(wc))["gpu"],

@@ -1,27 +1,22 @@
 # Stage 5: comparisons with significance tests, the long-format summary, figures and the report.
 
-METRICS = {m: {b: f"results/metrics/{m}/{b}.json" for b in BENCHMARKS} for m in REPORTED}
+METRICS = {m: {b: L.metrics(m, b) for b in BENCHMARKS} for m in REPORTED}
 
 
 rule aggregate_seeds:
     """Seed average of an arm trained with several seeds: per-item scores averaged over seeds."""
     input:
-        lambda wc: [f"results/metrics/{u}/{wc.benchmark}.json" for u in AGG[wc.agg]],
+        lambda wc: [L.metrics(u, wc.benchmark) for u in AGG[wc.agg]],
     output:
-        "results/metrics/{agg}/{benchmark}.json",
+        L.metrics("{agg}", "{benchmark}"),
     params:
         seed_models=lambda wc: AGG[wc.agg],
         n_bootstrap=config["evaluation"]["n_bootstrap"],
         seed=config["seed"],
     log:
-        "results/logs/aggregate_seeds/{agg}/{benchmark}.log",
+        L.log("aggregate_seeds", "{agg}/{benchmark}"),
     benchmark:
-        "results/benchmarks/aggregate_seeds/{agg}/{benchmark}.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-        gpu=0,
+        L.bench("aggregate_seeds", "{agg}/{benchmark}")
     conda:
         "../envs/stats.yaml"
     script:
@@ -36,7 +31,7 @@ rule comparisons:
         ALL_METRICS,
     output:
         report(
-            "results/stats/comparisons.tsv",
+            L.stats("comparisons"),
             caption="../report/comparisons.rst",
             category="Comparisons",
         ),
@@ -46,14 +41,9 @@ rule comparisons:
         metrics_files=METRICS,
         demo=config["demo"],
     log:
-        "results/logs/comparisons.log",
+        L.log("comparisons"),
     benchmark:
-        "results/benchmarks/comparisons.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-        gpu=0,
+        L.bench("comparisons")
     conda:
         "../envs/stats.yaml"
     script:
@@ -62,12 +52,12 @@ rule comparisons:
 
 # the evaluated models the check reads (a model left out of evaluation.models is reported missing)
 MC_MODELS = sorted({m for p in MC_PAIRS for m in (p["arm"], p["control"], p["base"]) if m in REPORTED})
-MC_STATES = {a: [f"results/models/{u}/trainer_state.json" for u in trained_units_of(a)]
+MC_STATES = {a: [L.state(u) for u in trained_units_of(a)]
              for p in MC_PAIRS for a in (p["arm"], p["control"])}
 
 # each probe's items and its corpus's documents, for the word-overlap check
 MC_OVERLAP = {p[f"{side}_probe"]: (config["benchmarks"][p[f"{side}_probe"]]["source"]["path"],
-                                   f"results/documents/{p[f'{side}_corpus']}.jsonl",
+                                   L.documents(p[f"{side}_corpus"]),
                                    config["benchmarks"][p[f"{side}_probe"]].get("max_items"))
               for p in MC_PAIRS for side in ("arm", "control")
               if (config["benchmarks"][p[f"{side}_probe"]].get("source") or {}).get("path")}
@@ -77,31 +67,26 @@ if MC_PAIRS:
 
     rule manipulation_check:
         """Judge-free: each document arm against its matched control on its own corpus's probe and
-        on the control's, and each against the untrained model (doctune.manipulation)."""
+        on the control's, and each against the untrained model (doctune.analysis.manipulation)."""
         input:
-            metrics=sorted({f"results/metrics/{m}/{b}.json" for p in MC_PAIRS for m in MC_MODELS
+            metrics=sorted({L.metrics(m, b) for p in MC_PAIRS for m in MC_MODELS
                             for b in (p["arm_probe"], p["control_probe"])}),
             states=sorted({f for fs in MC_STATES.values() for f in fs}),
             overlap=sorted({f for pair in MC_OVERLAP.values() for f in pair[:2]}),
         output:
-            report("results/stats/manipulation.tsv", caption="../report/manipulation.rst", category="Manipulation check"),
+            report(L.stats("manipulation"), caption="../report/manipulation.rst", category="Manipulation check"),
         params:
             pairs=MC_PAIRS,
-            metrics_files={m: {b: f"results/metrics/{m}/{b}.json" for b in BENCHMARKS} for m in MC_MODELS},
+            metrics_files={m: {b: L.metrics(m, b) for b in BENCHMARKS} for m in MC_MODELS},
             states=MC_STATES,
             overlap=MC_OVERLAP,
             stats=config["stats"],
             check=config["manipulation_check"],
             demo=config["demo"],
         log:
-            "results/logs/manipulation_check.log",
+            L.log("manipulation_check"),
         benchmark:
-            "results/benchmarks/manipulation_check.tsv"
-        threads: 1
-        resources:
-            mem_mb=2000,
-            runtime=10,
-            gpu=0,
+            L.bench("manipulation_check")
         conda:
             "../envs/stats.yaml"
         script:
@@ -110,22 +95,17 @@ if MC_PAIRS:
     rule manipulation_plot:
         """The manipulation check as a figure: every difference with its CI, per pair."""
         input:
-            "results/stats/manipulation.tsv",
+            L.stats("manipulation"),
         output:
-            report("results/plots/manipulation.png", caption="../report/manipulation.rst", category="Figures"),
+            report(L.plot("manipulation"), caption="../report/manipulation.rst", category="Figures"),
         params:
             demo=config["demo"],
             alpha=config["stats"]["alpha"],
             kinds=BENCH_KIND,
         log:
-            "results/logs/manipulation_plot.log",
+            L.log("manipulation_plot"),
         benchmark:
-            "results/benchmarks/manipulation_plot.tsv"
-        threads: 1
-        resources:
-            mem_mb=2000,
-            runtime=10,
-            gpu=0,
+            L.bench("manipulation_plot")
         conda:
             "../envs/stats.yaml"
         script:
@@ -135,8 +115,8 @@ if MC_PAIRS:
 AGREE = config["agreement"]
 AGREE_ON = bool(JUDGED) and AGREE["export"]
 RATINGS = [AGREE["ratings"]] if isinstance(AGREE["ratings"], str) else list(AGREE["ratings"] or [])
-JUDGED_SCORES = {m: {b: f"results/scores/{m}/{b}.jsonl" for b in JUDGED} for m in MODELS}
-JUDGED_COMPLETIONS = {m: {b: f"results/completions/{m}/{b}.jsonl" for b in JUDGED} for m in MODELS}
+JUDGED_SCORES = {m: {b: L.scores(m, b) for b in JUDGED} for m in MODELS}
+JUDGED_COMPLETIONS = {m: {b: L.completions(m, b) for b in JUDGED} for m in MODELS}
 
 
 rule rating_sample:
@@ -145,9 +125,9 @@ rule rating_sample:
         scores=[p for d in JUDGED_SCORES.values() for p in d.values()],
         completions=[p for d in JUDGED_COMPLETIONS.values() for p in d.values()],
     output:
-        csv=report("results/agreement/rating_sample.csv", caption="../report/rating_sample.rst", category="Judge validation"),
-        html=report("results/agreement/rating_page.html", caption="../report/rating_sample.rst", category="Judge validation"),
-        key="results/agreement/rating_key.json",
+        csv=report(L.agreement("rating_sample.csv"), caption="../report/rating_sample.rst", category="Judge validation"),
+        html=report(L.agreement("rating_page.html"), caption="../report/rating_sample.rst", category="Judge validation"),
+        key=L.agreement("rating_key.json"),
     params:
         per_stratum=AGREE["per_stratum"],
         seed=AGREE["seed"],
@@ -155,14 +135,9 @@ rule rating_sample:
         completions=JUDGED_COMPLETIONS,
         benchmarks={b: config["benchmarks"][b] for b in JUDGED},
     log:
-        "results/logs/rating_sample.log",
+        L.log("rating_sample"),
     benchmark:
-        "results/benchmarks/rating_sample.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        L.bench("rating_sample")
     conda:
         "../envs/stats.yaml"
     script:
@@ -172,24 +147,19 @@ rule rating_sample:
 rule agreement:
     """Agreement of people (ratings files) and judges, and between judges, with bootstrap CIs."""
     input:
-        key="results/agreement/rating_key.json",
+        key=L.agreement("rating_key.json"),
         ratings=RATINGS,
         scores=[p for d in JUDGED_SCORES.values() for p in d.values()],
     output:
-        "results/agreement/agreement.json",
+        L.agreement("agreement.json"),
     params:
         scores=JUDGED_SCORES,
         n_bootstrap=AGREE["n_bootstrap"],
         seed=AGREE["seed"],
     log:
-        "results/logs/agreement.log",
+        L.log("agreement"),
     benchmark:
-        "results/benchmarks/agreement.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        L.bench("agreement")
     conda:
         "../envs/stats.yaml"
     script:
@@ -201,24 +171,19 @@ rule summary:
     ci_low, ci_high, n, n_missing for every metric, the judge gates and the agreement rows."""
     input:
         metrics=ALL_METRICS,
-        agreement=["results/agreement/agreement.json"] if AGREE_ON else [],
-        manipulation=["results/stats/manipulation.tsv"] if MC_PAIRS else [],
+        agreement=[L.agreement("agreement.json")] if AGREE_ON else [],
+        manipulation=[L.stats("manipulation")] if MC_PAIRS else [],
         gates=list(GATE.values()),
     output:
-        report("results/summary.tsv", caption="../report/summary.rst", category="Summary"),
+        report(L.summary(), caption="../report/summary.rst", category="Summary"),
     params:
         metrics_files=METRICS,
         gates=GATE,
         demo=config["demo"],
     log:
-        "results/logs/summary.log",
+        L.log("summary"),
     benchmark:
-        "results/benchmarks/summary.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-        gpu=0,
+        L.bench("summary")
     conda:
         "../envs/stats.yaml"
     script:
@@ -234,13 +199,13 @@ rule plots:
     """Robustness curves, per-dimension profiles, the model x benchmark overview and loss curves."""
     input:
         metrics=ALL_METRICS,
-        comparisons="results/stats/comparisons.tsv",
-        trained=[f"results/models/{m}/trainer_state.json" for m in TRAINED],
+        comparisons=L.stats("comparisons"),
+        trained=[L.state(m) for m in TRAINED],
     output:
-        robustness=report("results/plots/robustness.png", caption="../report/robustness.rst", category="Figures"),
-        profile=report("results/plots/dimension_profile.png", caption="../report/dimension_profile.rst", category="Figures"),
-        overview=report("results/plots/overview.png", caption="../report/overview.rst", category="Figures"),
-        loss=report("results/plots/loss_curves.png", caption="../report/loss_curves.rst", category="Figures"),
+        robustness=report(L.plot("robustness"), caption="../report/robustness.rst", category="Figures"),
+        profile=report(L.plot("dimension_profile"), caption="../report/dimension_profile.rst", category="Figures"),
+        overview=report(L.plot("overview"), caption="../report/overview.rst", category="Figures"),
+        loss=report(L.plot("loss_curves"), caption="../report/loss_curves.rst", category="Figures"),
     params:
         metrics_files=METRICS,
         arms=ARMS,
@@ -254,14 +219,9 @@ rule plots:
         alpha=config["stats"]["alpha"],
         demo=config["demo"],
     log:
-        "results/logs/plots.log",
+        L.log("plots"),
     benchmark:
-        "results/benchmarks/plots.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        L.bench("plots")
     conda:
         "../envs/stats.yaml"
     script:

@@ -11,16 +11,16 @@ rule train_arm:
         base=lambda wc: spec_file(config["arms"][dc.split_unit(wc.arm)[0]]["base_model"]),
         data=lambda wc: arm_data(wc.arm),
     output:
-        spec="results/models/{arm}/model.json",
-        state="results/models/{arm}/trainer_state.json",
+        spec=L.spec("{arm}"),
+        state=L.state("{arm}"),
     params:
         method=lambda wc: config["arms"][dc.split_unit(wc.arm)[0]]["method"],
         train=lambda wc: dc.arm_train_cfg(config, wc.arm),
         gpus=TRAIN_RES["gpu"],
     log:
-        "results/logs/train/{arm}.log",
+        L.log("train", "{arm}"),
     benchmark:
-        "results/benchmarks/train/{arm}.tsv"
+        L.bench("train", "{arm}")
     threads: TRAIN_RES["threads"]
     resources:
         **res_kw(config["training"]),
@@ -33,20 +33,15 @@ rule train_arm:
 rule alias_arm:
     """A preservation arm reuses another arm's trained model (same weights, its own name)."""
     input:
-        spec=lambda wc: f"results/models/{alias_source(wc.alias)}/model.json",
-        state=lambda wc: f"results/models/{alias_source(wc.alias)}/trainer_state.json",
+        spec=lambda wc: L.spec(alias_source(wc.alias)),
+        state=lambda wc: L.state(alias_source(wc.alias)),
     output:
-        spec="results/models/{alias}/model.json",
-        state="results/models/{alias}/trainer_state.json",
+        spec=L.spec("{alias}"),
+        state=L.state("{alias}"),
     log:
-        "results/logs/alias_arm/{alias}.log",
+        L.log("alias_arm", "{alias}"),
     benchmark:
-        "results/benchmarks/alias_arm/{alias}.tsv"
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-        gpu=0,
+        L.bench("alias_arm", "{alias}")
     conda:
         "../envs/stats.yaml"
     script:
@@ -56,22 +51,17 @@ rule alias_arm:
 rule replay_data:
     """Post-training data with replay: n standard samples + round(f x n) of the arm's documents."""
     input:
-        posttrain="results/data/posttrain-{n}.jsonl",
-        documents=lambda wc: [f"results/documents/{c}.jsonl" for c in replay_corpora(wc.arm_name)],
+        posttrain=L.posttrain(),
+        documents=lambda wc: [L.documents(c) for c in replay_corpora(wc.arm_name)],
     output:
-        "results/data/posttrain-{n}.replay-{arm_name}.jsonl",
+        L.posttrain(replay="{arm_name}"),
     params:
         fraction=lambda wc: config["arms"][wc.arm_name]["replay_fraction"],
         seed=config["posttrain_data"]["seed"],
     log:
-        "results/logs/replay_data/{n}.{arm_name}.log",
+        L.log("replay_data", "{n}.{arm_name}"),
     benchmark:
-        "results/benchmarks/replay_data/{n}.{arm_name}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        L.bench("replay_data", "{n}.{arm_name}")
     conda:
         "../envs/train.yaml"
     script:
@@ -81,21 +71,21 @@ rule replay_data:
 rule post_train:
     """Standard fine-tuning of a trained arm on n general instruction samples (plus replay)."""
     input:
-        init="results/models/{punit}/model.json",
-        arm_state="results/models/{punit}/trainer_state.json",
+        init=L.spec("{punit}"),
+        arm_state=L.state("{punit}"),
         data=posttrain_data_file,
     output:
-        spec="results/models/{punit}.post{n}/model.json",
-        state="results/models/{punit}.post{n}/trainer_state.json",
+        spec=L.spec("{punit}.post{n}"),
+        state=L.state("{punit}.post{n}"),
     params:
         method="sft",
         train=lambda wc: dc.arm_train_cfg(config, wc.punit, posttrain=True),
         merge_init=config["posttrain"]["merge_adapter"],
         gpus=TRAIN_RES["gpu"],
     log:
-        "results/logs/post_train/{punit}.post{n}.log",
+        L.log("post_train", "{punit}.post{n}"),
     benchmark:
-        "results/benchmarks/post_train/{punit}.post{n}.tsv"
+        L.bench("post_train", "{punit}.post{n}")
     threads: TRAIN_RES["threads"]
     resources:
         **res_kw(config["training"]),

@@ -1,7 +1,7 @@
 """rule aggregate_seeds: seed-averaged metrics of an arm trained with several seeds."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
-from doctune.pipeline import run
-from doctune.seeds import aggregate_seed_metrics
+from doctune.workflow.pipeline import run
+from doctune.analysis.seeds import aggregate_seed_metrics
 
 run(snakemake, lambda: aggregate_seed_metrics(
     snakemake.wildcards.agg, snakemake.wildcards.benchmark,

@@ -1,7 +1,7 @@
 """rule alias_arm: a preservation arm reuses another arm's trained model under its own name."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.io import atomic_write_json, read_json
-from doctune.pipeline import run
+from doctune.workflow.pipeline import run
 
 
 def main():

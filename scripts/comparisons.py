@@ -1,7 +1,7 @@
 """rule comparisons: significance tests between models."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
-from doctune.stats import run_comparisons
-from doctune.pipeline import run
+from doctune.analysis.stats import run_comparisons
+from doctune.workflow.pipeline import run
 
 
 def main():

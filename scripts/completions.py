@@ -4,7 +4,7 @@ import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from pathlib import Path
 
 from doctune.evaluation.completions import generate_completions
-from doctune.pipeline import load_spec, run_each
+from doctune.workflow.pipeline import load_spec, run_each
 
 sm = snakemake
 p = sm.params

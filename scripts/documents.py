@@ -3,7 +3,7 @@ import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 import yaml
 
 from doctune.documents import generate_documents
-from doctune.pipeline import run
+from doctune.workflow.pipeline import run
 
 
 def main():

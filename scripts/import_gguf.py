@@ -1,7 +1,7 @@
 """rule import_gguf: a GGUF checkpoint -> a safetensors model folder (sha256 checked and recorded)."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
-from doctune.gguf import import_gguf, resolve_gguf
-from doctune.pipeline import run
+from doctune.models.gguf import import_gguf, resolve_gguf
+from doctune.workflow.pipeline import run
 
 sm = snakemake  # noqa: F821
 gguf, key = dict(sm.params.gguf), sm.params.key

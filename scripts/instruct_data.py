@@ -1,7 +1,7 @@
 """rule instruct_data: question-answer pairs for the instruction-tuning control."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from doctune.data.instruct import generate_instruct_data
-from doctune.pipeline import run
+from doctune.workflow.pipeline import run
 
 run(snakemake, lambda: generate_instruct_data(
     out=snakemake.output.data, report=snakemake.output.report,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from doctune.evaluation.judge_gate import gate_benchmark
 from doctune.evaluation.judging import shared_judge_backends
-from doctune.pipeline import run_each
+from doctune.workflow.pipeline import run_each
 
 sm = snakemake
 p = sm.params

@@ -1,7 +1,7 @@
-"""rule manipulation_check: document arms against their controls on probe margins (doctune.manipulation)."""
+"""rule manipulation_check: document arms against their controls on probe margins (doctune.analysis.manipulation)."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
-from doctune.manipulation import run_manipulation_check
-from doctune.pipeline import run
+from doctune.analysis.manipulation import run_manipulation_check
+from doctune.workflow.pipeline import run
 
 p = snakemake.params
 run(snakemake, lambda: run_manipulation_check(

@@ -3,7 +3,7 @@ import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from pathlib import Path
 
 from doctune.evaluation.metrics import compute_metrics
-from doctune.pipeline import run_each
+from doctune.workflow.pipeline import run_each
 
 sm = snakemake
 p = sm.params

@@ -2,9 +2,9 @@
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 from pathlib import Path
 
-from doctune import plots
+from doctune.analysis import plots
 from doctune.evaluation.kinds import get_kind
-from doctune.pipeline import run
+from doctune.workflow.pipeline import run
 from doctune.training import plot_loss_curves
 
 

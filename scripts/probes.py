@@ -3,7 +3,7 @@ import _doctune_path  # noqa: F401  (puts src/ on sys.path)
 
 from doctune.documents.corpus import apply_run_settings, load_corpus_def, load_grid
 from doctune.evaluation.kinds.probe.writing import write_probes
-from doctune.pipeline import run
+from doctune.workflow.pipeline import run
 
 sm = snakemake
 

@@ -1,7 +1,7 @@
 """rule rating_sample: export judged items for people to rate (model names hidden)."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
-from doctune.agreement import criteria_from_benchmarks, export_rating_sample
-from doctune.pipeline import run
+from doctune.analysis.agreement import criteria_from_benchmarks, export_rating_sample
+from doctune.workflow.pipeline import run
 
 p = snakemake.params
 run(snakemake, lambda: export_rating_sample(

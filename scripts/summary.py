@@ -1,7 +1,7 @@
 """rule summary: the long-format results table (the manipulation check first, the judge gates)."""
 import _doctune_path  # noqa: F401  (puts src/ on sys.path)
-from doctune.summary import write_summary
-from doctune.pipeline import run
+from doctune.analysis.summary import write_summary
+from doctune.workflow.pipeline import run
 
 i = snakemake.input
 run(snakemake, lambda: write_summary({m: dict(b) for m, b in snakemake.params.metrics_files.items()},

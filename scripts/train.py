@@ -4,7 +4,7 @@ from pathlib import Path
 
 from doctune.io import read_json, sha256_path
 from doctune.models import model_fingerprint
-from doctune.pipeline import launch_training, prepare_train_dir, run
+from doctune.workflow.pipeline import launch_training, prepare_train_dir, run
 
 
 def main():

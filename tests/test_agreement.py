@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from doctune.agreement import (METRICS, agreement_summary_rows, cohen_kappa, compute_agreement, judge_agreement,
+from doctune.analysis.agreement import (METRICS, agreement_summary_rows, cohen_kappa, compute_agreement, judge_agreement,
                                export_rating_sample, judge_vs_judge, krippendorff_alpha, pair_stats,
                                raw_agreement, read_ratings)
 from doctune.io import DataError, read_json
-from doctune.summary import COLUMNS
+from doctune.analysis.summary import COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = Path("/tmp/demo1/results")
 MODELS = ["zebra_arm", "yak_arm"]
 JUDGES = ["judge_one", "judge_two"]
 NASTY = 'Sure! <script>alert("x")</script> & "quoted", comma\nsecond line </pre><b>bold</b>'
@@ -525,50 +524,13 @@ def test_summary_rows(tmp_path, results):
         if r["value"] is None:
             assert r["status"] == "missing" and r["note"]
     assert any(r["metric"] == "kappa:all" and r["benchmark"] == "all" for r in rows)
-    from doctune.stats import format_tsv
+    from doctune.analysis.stats import format_tsv
     text = format_tsv(rows, COLUMNS)
     assert "nan" not in text.lower()
 
 
-# ------------------------------------------------------------------------------------------
-# End to end on a finished demo run (read-only)
-# ------------------------------------------------------------------------------------------
-
-@pytest.mark.skipif(not (DEMO / "scores").is_dir(), reason="no finished demo run in /tmp/demo1")
-def test_end_to_end_on_demo_results(tmp_path):
-    scores, comps = {}, {}
-    for mdir in sorted((DEMO / "completions").iterdir()):
-        for c in sorted(mdir.glob("*.jsonl")):
-            s = DEMO / "scores" / mdir.name / c.name
-            if s.exists():
-                scores.setdefault(mdir.name, {})[c.stem] = str(s)
-                comps.setdefault(mdir.name, {})[c.stem] = str(c)
-    if not scores:
-        pytest.skip("demo run has no judged benchmarks")
-    n, csv_p, html_p, key_p = export(tmp_path, scores, comps, per=2, seed=0)
-    assert n > 0
-    key = read_json(key_p)
-    judges = sorted({j for u in key["units"] for j in u["judges"]})
-    secrets = [m for m in scores if len(m) > 4] + judges
-    for p in (csv_p, html_p):
-        text = Path(p).read_text(encoding="utf-8")
-        for s in secrets:
-            assert s not in text, (p, s)
-    ratings = []
-    for i, u in enumerate(key["units"]):
-        lab = u["judges"][judges[0]]["label"]
-        ratings.append((u["rating_id"], "tester", "" if lab is None else (lab if i % 4 else 1 - lab)))
-    rp = write_ratings(tmp_path / "ratings.csv", ratings)
-    res = compute_agreement(str(key_p), rp, str(tmp_path / "agreement.json"), n_bootstrap=100, scores=scores)
-    assert res["status"] == "ok"
-    overall = _rows(res, f"human~{judges[0]}")
-    assert overall["raw_agreement"]["value"] is not None and overall["raw_agreement"]["value"] < 1.0
-    rows = agreement_summary_rows(str(tmp_path / "agreement.json"))
-    assert any(r["metric"] == "raw_agreement:all" and r["status"] == "ok" for r in rows)
-
-
 def test_criteria_from_benchmark_config_fill_placeholders(tmp_path, results, repo_root, monkeypatch):
-    from doctune.agreement import criteria_from_benchmarks
+    from doctune.analysis.agreement import criteria_from_benchmarks
 
     monkeypatch.chdir(repo_root)
     crit = criteria_from_benchmarks({"ahb": {"kind": "ahb", "source": {"path": "resources/fixtures/ahb"}},

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow   # minutes: make test runs it, make test-fast leaves it out
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,7 +1,7 @@
-"""doctune.codedeps: the package files a rule's script reaches, found without importing them."""
+"""doctune.workflow.codedeps: the package files a rule's script reaches, found without importing them."""
 from pathlib import Path
 
-from doctune.codedeps import code_files, code_hash
+from doctune.workflow.codedeps import code_files, code_hash
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -19,15 +19,15 @@ def rel(files):
 
 def test_real_scripts_reach_their_stage_modules_only():
     train = rel(code_files(REPO / "scripts/train.py", SRC))
-    assert {"doctune/training/loop.py", "doctune/training/step.py", "doctune/pipeline.py",
+    assert {"doctune/training/loop.py", "doctune/training/step.py", "doctune/workflow/pipeline.py",
             "doctune/io.py", "doctune/__init__.py", "_doctune_path.py", "train.py"} <= train
-    assert "doctune/stats.py" not in train and "doctune/llm/gemini.py" not in train
+    assert "doctune/analysis/stats.py" not in train and "doctune/llm/gemini.py" not in train
     comp = rel(code_files(REPO / "scripts/comparisons.py", SRC))
-    assert "doctune/stats.py" in comp and not any(f.startswith("doctune/training/") for f in comp)
+    assert "doctune/analysis/stats.py" in comp and not any(f.startswith("doctune/training/") for f in comp)
     docs = rel(code_files(REPO / "scripts/documents.py", SRC))
     assert {"doctune/documents/generate.py", "doctune/llm/gemini.py", "doctune/llm/cache.py"} <= docs
     judge = rel(code_files(REPO / "scripts/judge.py", SRC))
-    assert "doctune/llm/gemini.py" in judge and "doctune/stats.py" not in judge
+    assert "doctune/llm/gemini.py" in judge and "doctune/analysis/stats.py" not in judge
 
 
 def _pkg(tmp_path, files):
@@ -75,13 +75,33 @@ def test_static_walk_follows_every_import_form_without_running_code(tmp_path):
                    "src/doctune/reg2/__init__.py", "src/doctune/reg2/a.py"}
     h = code_hash(root / "scripts/s.py", root / "src")
     (root / "src/doctune/other.py").write_text("changed = True\n")      # not reached: same hash
-    from doctune import codedeps
-    codedeps._code_files.cache_clear()
     assert code_hash(root / "scripts/s.py", root / "src") == h
     (root / "src/doctune/lazy.py").write_text("x = 2\n")                  # reached lazily: new hash
-    codedeps._code_files.cache_clear()
     assert code_hash(root / "scripts/s.py", root / "src") != h
 
 
 def rel_to(files, root):
     return {f.relative_to(root.resolve()).as_posix() for f in files}
+
+
+def test_a_rule_hashes_only_the_kinds_it_uses(tmp_path):
+    """The registry's computed import takes every kind folder; skip_trees leaves out the kinds a rule
+    does not use, while explicit imports between kinds are still followed."""
+    root = _pkg(tmp_path, {
+        "src/doctune/__init__.py": "",
+        "src/doctune/kinds/__init__.py": ("import importlib\n"
+                                          "def get(name):\n    return importlib.import_module(f'{__name__}.{name}')\n"),
+        "src/doctune/kinds/a/__init__.py": "",
+        "src/doctune/kinds/b/__init__.py": "from ..a import x\n",
+        "src/doctune/kinds/c/__init__.py": "",
+        "scripts/s.py": "from doctune.kinds import get\n",
+    })
+    k = root / "src/doctune/kinds"
+    every = rel_to(code_files(root / "scripts/s.py", root / "src"), root)
+    assert {"src/doctune/kinds/a/__init__.py", "src/doctune/kinds/c/__init__.py"} <= every
+    only_b = rel_to(code_files(root / "scripts/s.py", root / "src", skip_trees=(k / "a", k / "c")), root)
+    assert "src/doctune/kinds/c/__init__.py" not in only_b
+    assert {"src/doctune/kinds/b/__init__.py", "src/doctune/kinds/a/__init__.py"} <= only_b   # b imports a
+    h = code_hash(root / "scripts/s.py", root / "src", skip_trees=(k / "c",))
+    (k / "c/__init__.py").write_text("# an edit\n")
+    assert code_hash(root / "scripts/s.py", root / "src", skip_trees=(k / "c",)) == h

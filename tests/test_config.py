@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from doctune.config import ConfigError, all_models, arm_train_cfg, validate_config
+from doctune.workflow.config import ConfigError, all_models, arm_train_cfg, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"
@@ -144,10 +144,10 @@ def test_demo_config_plans_the_smollm2_experiment_offline():
 
 
 def test_config_reference_is_current():
-    from doctune.config import schema_markdown
+    from doctune.workflow.config import schema_markdown
 
     assert (REPO / "config" / "README.md").read_text() == schema_markdown(SCHEMA) + "\n", \
-        "config/README.md is stale: run python -m doctune.config config/schema.yaml > config/README.md"
+        "config/README.md is stale: run python -m doctune.workflow.config config/schema.yaml > config/README.md"
 
 
 def test_config_key_order_does_not_matter():
@@ -192,7 +192,7 @@ def test_report_categories_do_not_clash_with_the_reports_own_panels():
 
 
 def test_each_run_has_its_own_folder_and_config_paths_follow_it(tmp_path):
-    from doctune.config import localize_paths, run_dir
+    from doctune.workflow.config import localize_paths, run_dir
 
     assert [run_dir(validate_config(load(n), SCHEMA)) for n in ("tiny.yaml", "small.yaml", "config.yaml")] == \
         ["runs/tiny", "runs/small", "runs/paper"]
@@ -237,7 +237,7 @@ def test_two_runs_sit_side_by_side_and_run_at_once(tmp_path):
 def test_launch_dir_of_jobs_started_in_the_run_folder(tmp_path):
     """A SLURM or group job re-parses the Snakefile from runs/NAME: it must not nest another run
     folder inside it (the main process's launch folder comes through the environment)."""
-    from doctune.config import LAUNCH_DIR_ENV, launch_dir
+    from doctune.workflow.config import LAUNCH_DIR_ENV, launch_dir
     run = tmp_path / "runs" / "tiny"
     run.mkdir(parents=True)
     assert launch_dir(tmp_path, True, {LAUNCH_DIR_ENV: str(run)}) == tmp_path.resolve()  # main: cwd

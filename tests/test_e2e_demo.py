@@ -79,7 +79,7 @@ EXPECTED = {
 
 
 def test_summary_has_every_model_benchmark_metric(demo_run):
-    from doctune.config import eval_models, validate_config
+    from doctune.workflow.config import eval_models, validate_config
 
     cfg = validate_config(yaml.safe_load((demo_run / "config/tiny.yaml").read_text()),
                           demo_run / "config/schema.yaml")
@@ -130,7 +130,7 @@ def test_manipulation_check_and_judge_gate_run_end_to_end(demo_run):
     and the metrics, summary and comparisons carry the gate's verdict."""
     import json
 
-    from doctune.manipulation import read_manipulation
+    from doctune.analysis.manipulation import read_manipulation
 
     run = demo_run / RUN / "results"
     rows = read_manipulation(str(run / "stats/manipulation.tsv"))
@@ -218,8 +218,11 @@ def test_provenance_trace(demo_run):
      {"documents", "specs", "instruct_data", "posttrain_data"}),
     ("evaluation/completions.py", {"completions", "judge", "metrics", "summary"},
      {"score_logprob", "lm_eval", "train_arm", "post_train", "documents"}),
-    ("stats.py", {"comparisons", "summary"},
+    ("analysis/stats.py", {"comparisons", "summary"},
      {"train_arm", "post_train", "completions", "judge", "metrics", "documents", "score_logprob"}),
+    # a benchmark kind counts only for the jobs of its benchmarks (and what reads every benchmark)
+    ("evaluation/kinds/ai_risk/__init__.py", {"score_logprob", "metrics", "summary"},
+     {"completions", "judge", "judge_gate", "lm_eval", "train_arm", "documents"}),
 ])
 def test_package_code_change_reruns_its_rules_and_only_those(demo_run, module, reruns, untouched):
     path = demo_run / "src" / "doctune" / module
@@ -232,3 +235,41 @@ def test_package_code_change_reruns_its_rules_and_only_those(demo_run, module, r
     assert reruns <= set(jobs), jobs
     assert not untouched & set(jobs), jobs
     assert planned_jobs(demo_run, "config/tiny.yaml") == {}     # reverted: the same hash, nothing runs
+
+
+def test_rating_sample_and_agreement_on_the_finished_run(demo_run, tmp_path):
+    """The rating sample and the agreement of a rater with the judge, on the judged benchmarks of the
+    finished tiny run (read-only): no model or judge name leaks into what raters see."""
+    from doctune.analysis.agreement import agreement_summary_rows, compute_agreement
+    from doctune.io import read_json
+    from test_agreement import _rows, export, write_ratings
+
+    res_dir = demo_run / RUN / "results"
+    scores, comps = {}, {}
+    for mdir in sorted((res_dir / "completions").iterdir()):
+        for c in sorted(mdir.glob("*.jsonl")):
+            s = res_dir / "scores" / mdir.name / c.name
+            if s.exists():
+                scores.setdefault(mdir.name, {})[c.stem] = str(s)
+                comps.setdefault(mdir.name, {})[c.stem] = str(c)
+    assert scores, "the tiny run has judged benchmarks"
+    n, csv_p, html_p, key_p = export(tmp_path, scores, comps, per=2, seed=0)
+    assert n > 0
+    key = read_json(key_p)
+    judges = sorted({j for u in key["units"] for j in u["judges"]})
+    secrets = [m for m in scores if len(m) > 4] + judges
+    for p in (csv_p, html_p):
+        text = Path(p).read_text(encoding="utf-8")
+        for s in secrets:
+            assert s not in text, (p, s)
+    ratings = []
+    for i, u in enumerate(key["units"]):
+        lab = u["judges"][judges[0]]["label"]
+        ratings.append((u["rating_id"], "tester", "" if lab is None else (lab if i % 4 else 1 - lab)))
+    rp = write_ratings(tmp_path / "ratings.csv", ratings)
+    res = compute_agreement(str(key_p), rp, str(tmp_path / "agreement.json"), n_bootstrap=100, scores=scores)
+    assert res["status"] == "ok"
+    overall = _rows(res, f"human~{judges[0]}")
+    assert overall["raw_agreement"]["value"] is not None and overall["raw_agreement"]["value"] < 1.0
+    rows = agreement_summary_rows(str(tmp_path / "agreement.json"))
+    assert any(r["metric"] == "raw_agreement:all" and r["status"] == "ok" for r in rows)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from doctune.io import read_jsonl
-from doctune.llm.gemini_loopback import LoopbackGemini
+from harness.gemini_loopback import LoopbackGemini
 
 from test_e2e_demo import copy_repo
 
@@ -91,7 +91,9 @@ def test_killed_snakemake_reruns_with_the_same_command(tmp_path):
         sent, lost, ok = sent + api["requests_sent"], lost + api["in_flight_at_kill"], ok + api["replies_by_kind"]["ok"]
         assert rep["retries"] >= api["retries"] > 0
     assert sent - lost <= served <= sent
-    assert ok == len(srv.request_counts)                         # every distinct request answered once
+    # every distinct request answered once; a reply stored just as a kill landed is counted in
+    # flight by the ledger (it counts replies after the cache holds them), never as a second ok
+    assert ok <= len(srv.request_counts) <= ok + lost
     blob = b"".join(logs).decode(errors="replace")
     blob += "".join(f.read_text(errors="replace") for f in (run / "results").rglob("*") if f.is_file())
     assert CANARY not in blob

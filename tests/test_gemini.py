@@ -13,7 +13,7 @@ from doctune.io import read_jsonl
 from doctune.llm.base import GenRequest
 from doctune.llm.cache import CachedBackend
 from doctune.llm.gemini import APIConfigError, GeminiBackend, MissingAPIKeyError, check_api_key
-from doctune.llm.gemini_loopback import LoopbackGemini, default_responder, ok_reply, prompt_text, quota_body
+from harness.gemini_loopback import LoopbackGemini, default_responder, ok_reply, prompt_text, quota_body
 
 CANARY = "canary-SECRET-7f3a9c"
 REPO = Path(__file__).resolve().parents[1]
@@ -263,7 +263,7 @@ def test_batch_api_resumes_instead_of_resubmitting(tmp_path, key_env):
 CHILD = r"""
 import json, sys, types
 from doctune.documents import generate_documents
-from doctune.pipeline import run
+from doctune.workflow.pipeline import run
 gen = json.loads(sys.argv[4])
 sm = types.SimpleNamespace(rule="documents", input=[sys.argv[1]], output=[sys.argv[2], sys.argv[3]], log=[],
                            params=types.SimpleNamespace(items=lambda: {}.items()))
@@ -339,7 +339,9 @@ def test_kill_and_rerun_loses_no_reply_and_repeats_none(tmp_path):
     assert api["requests_sent"] - api["in_flight_at_kill"] <= served <= api["requests_sent"]
     assert api["in_flight_at_kill"] <= conc * kills
     assert sum(api["replies_by_kind"].values()) == api["requests_sent"] - api["in_flight_at_kill"]
-    assert api["replies_by_kind"]["ok"] == n                     # nothing paid twice
+    # every document answered and stored once: the ledger counts a reply when the cache holds it, so
+    # one stored just as a kill landed may be counted in flight, never as a second ok
+    assert api["replies_by_kind"]["ok"] <= n <= api["replies_by_kind"]["ok"] + api["in_flight_at_kill"]
     assert api["retries"] == sum(v for k, v in api["replies_by_kind"].items() if k != "ok") > 0
     assert r["tokens_out"] == sum(d["output_tokens"] for d in docs)   # only ok replies carry tokens here
     blob = b"".join(blobs).decode(errors="replace")

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from doctune.gguf import GGUFError, import_gguf, resolve_gguf
+from doctune.models.gguf import GGUFError, import_gguf, resolve_gguf
 from doctune.io import sha256_file
+
+pytestmark = pytest.mark.slow   # minutes: make test runs it, make test-fast leaves it out
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "Do fish feel pain when they are caught on a hook?"}]

@@ -14,7 +14,7 @@ pytest.importorskip("inspect_ai")
 
 from doctune.evaluation.judging import judge_completions  # noqa: E402
 from doctune.evaluation.metrics import compute_metrics  # noqa: E402
-from doctune.inspect_log import export_eval_log  # noqa: E402
+from doctune.evaluation.inspect_log import export_eval_log  # noqa: E402
 from doctune.io import DataError, read_json, read_jsonl, write_jsonl  # noqa: E402
 
 from test_judging import FakeGen  # noqa: E402

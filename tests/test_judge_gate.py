@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from doctune.agreement import clustered_pair_stats, cohen_kappa
+from doctune.analysis.agreement import clustered_pair_stats, cohen_kappa
 from doctune.evaluation.judge_gate import gate_benchmark, gate_units, read_set
 from doctune.evaluation.kinds import get_kind
 from doctune.io import DataError
@@ -111,10 +111,10 @@ def _metrics(path: Path, model: str, gate: dict | None, value: float) -> str:
 
 
 def test_a_failed_gate_is_flagged_in_summary_comparisons_and_figures(tmp_path):
-    from doctune import plots
+    from doctune.analysis import plots
     from doctune.evaluation.metrics import gate_summary
-    from doctune.stats import compute_comparisons
-    from doctune.summary import write_summary
+    from doctune.analysis.stats import compute_comparisons
+    from doctune.analysis.summary import write_summary
 
     fake = FakeGen(oracle(_answers(), flip=True))
     gate_file = tmp_path / "gate.json"

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from doctune.agreement import cohen_kappa, judge_agreement
+from doctune.analysis.agreement import cohen_kappa, judge_agreement
 from doctune.evaluation.judging import judge_completions
 from doctune.evaluation.kinds.ahb import parse_binary
 from doctune.evaluation.kinds.strongreject import parse_rubric, strongreject_score
@@ -253,7 +253,7 @@ def test_yes_no_format_with_empty_answer_calibration(tmp_path, ahb_cfg, repo_roo
 
 
 def test_calibration_and_yes_no_are_refused_where_they_cannot_apply(tmp_path, repo_root):
-    from doctune.config import reference_problems
+    from doctune.workflow.config import reference_problems
     from doctune.evaluation.judging import Judge
     from doctune.evaluation.kinds import get_kind
 
@@ -315,7 +315,7 @@ def test_cohen_kappa_and_agreement():
 
 def test_gemini_judge_through_real_sdk(tmp_path, ahb_cfg, monkeypatch):
     pytest.importorskip("google.genai")
-    from doctune.llm.gemini_loopback import LoopbackGemini, ok_reply, prompt_text
+    from harness.gemini_loopback import LoopbackGemini, ok_reply, prompt_text
 
     bodies = []
 

@@ -1,4 +1,4 @@
-"""The manipulation check (doctune.manipulation): which pairs it compares, the four paired
+"""The manipulation check (doctune.analysis.manipulation): which pairs it compares, the four paired
 comparisons per pair, the verdict in words (also when nothing moved), the token-budget flag, the
 word-overlap check, the summary's first rows and the figure."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from doctune.manipulation import manipulation_pairs, probe_overlap, read_manipulation, run_manipulation_check
+from doctune.analysis.manipulation import manipulation_pairs, probe_overlap, read_manipulation, run_manipulation_check
 
 CFG = {
     "arms": {"doc": {"method": "doc", "corpus": "aw", "base_model": "base"},
@@ -107,8 +107,8 @@ def test_a_missing_metrics_file_is_reported_not_guessed(tmp_path):
 
 
 def test_summary_starts_with_the_check_and_the_figure_draws_it(tmp_path):
-    from doctune.plots import manipulation_figure
-    from doctune.summary import write_summary
+    from doctune.analysis.plots import manipulation_figure
+    from doctune.analysis.summary import write_summary
 
     files, states = _setup(tmp_path, 0.05, 0.0)
     out = tmp_path / "m.tsv"

@@ -1,5 +1,5 @@
 """An unavailable data set (hub unreachable, gated, a file missing) is reported as missing for what
-needs it, and the rest of the run goes on: markers written by doctune.pipeline.run, passed along
+needs it, and the rest of the run goes on: markers written by doctune.workflow.pipeline.run, passed along
 by the rules that cannot use them, read by metrics and the summary."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from doctune.io import DataUnavailable, missing_marker, write_missing_marker
-from doctune.pipeline import data_unavailable, run
+from doctune.workflow.pipeline import data_unavailable, run
 
 
 class Named(list):
@@ -102,7 +102,7 @@ def test_markers_pass_through_rules_that_cannot_use_them(tmp_path):
 
 def test_metrics_and_summary_report_the_benchmark_missing_with_the_reason(tmp_path):
     from doctune.evaluation.metrics import compute_metrics
-    from doctune.summary import summary_rows
+    from doctune.analysis.summary import summary_rows
 
     scores = tmp_path / "results/scores/base/ahb.jsonl"
     write_missing_marker(scores, "data unavailable: dataset 'org/ahb' offline")
@@ -135,7 +135,7 @@ def test_posttrain_dataset_that_cannot_be_loaded_is_unavailable(tmp_path, monkey
 
 
 def test_rating_sample_skips_benchmarks_whose_data_was_missing(tmp_path):
-    from doctune.agreement import criteria_from_benchmarks, export_rating_sample
+    from doctune.analysis.agreement import criteria_from_benchmarks, export_rating_sample
 
     # the tests run offline (conftest): a hub dataset cannot be loaded
     assert criteria_from_benchmarks({"ahb": {"kind": "ahb", "source": {"dataset": "no-such-org/no-such-ahb"}}}) == {}
@@ -153,8 +153,8 @@ def test_one_job_for_several_benchmarks_keeps_missing_data_per_benchmark(tmp_pat
     """run_each (one model, all its benchmarks in one job): an unavailable data set or a marker
     input makes only that benchmark's outputs markers; the others run, each output's provenance
     names its own inputs only."""
-    from doctune.pipeline import run_each
-    from doctune.provenance import sidecar_path
+    from doctune.workflow.pipeline import run_each
+    from doctune.workflow.provenance import sidecar_path
 
     res = tmp_path / "results"
     upstream = res / "completions/m/sr.jsonl"

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from doctune.io import read_json, read_jsonl
-from doctune.pipeline import accelerate_command, launch_training
+from doctune.workflow.pipeline import accelerate_command, launch_training
 from doctune.training import train
+
+pytestmark = pytest.mark.slow   # minutes: make test runs it, make test-fast leaves it out
 
 DOCS = [f"Document {i}: hens on pasture, trams in dense neighbourhoods, and bees counted each season {i * 7}."
         for i in range(24)]
@@ -34,10 +36,10 @@ RUNNER = textwrap.dedent("""
             time.sleep(float(os.environ.get("DOCTUNE_TEST_STEP_DELAY", "0")))
             return _orig(*a, **k)
         step.train_step = _slow
-        from doctune.pipeline import main
+        from doctune.workflow.pipeline import main
         main(sys.argv[1:])
     else:  # the rule's process
-        from doctune.pipeline import launch_training, setup_logging
+        from doctune.workflow.pipeline import launch_training, setup_logging
         setup_logging(None)
         launch_training(json.load(open(sys.argv[1])), 2, entry=[os.path.abspath(__file__)])
 """)
@@ -87,7 +89,7 @@ def test_accelerate_command_is_explicit():
 
     assert opt("--num_processes") == "4" and opt("--num_machines") == "1"
     assert 0 < int(opt("--main_process_port")) < 65536  # a free port of its own, not the shared default
-    assert cmd[-4:] == ["-m", "doctune.pipeline", "train", "/x/args.json"]
+    assert cmd[-4:] == ["-m", "doctune.workflow.pipeline", "train", "/x/args.json"]
 
 
 def test_two_processes_make_the_same_update_as_one(work, tiny_spec, reference, monkeypatch):

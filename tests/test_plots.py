@@ -2,7 +2,7 @@
 import json
 import math
 
-from doctune import plots
+from doctune.analysis import plots
 
 
 def mfile(tmp_path, model, bench, metrics, primary="overall_mean"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from doctune.preflight import hub_cached, hub_status, preflight
+from doctune.workflow.preflight import hub_cached, hub_status, preflight
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from doctune import cli, provenance as P
+from doctune import cli
+from doctune.workflow import provenance as P
 from doctune.io import canonical_json, sha256_path
 
 
@@ -216,7 +217,7 @@ def test_times_sums_benchmark_files_per_rule(tmp_path, capsys):
 
 
 def test_limit_threads_sets_the_declared_count():
-    from doctune.pipeline import THREAD_ENV, limit_threads
+    from doctune.workflow.pipeline import THREAD_ENV, limit_threads
 
     env: dict = {}
     assert limit_threads(3, env) == 3

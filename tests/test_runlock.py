@@ -1,11 +1,11 @@
-"""doctune.runlock: locks of a killed Snakemake run are removed, a living run's never."""
+"""doctune.workflow.runlock: locks of a killed Snakemake run are removed, a living run's never."""
 import json
 import os
 import socket
 import subprocess
 import sys
 
-from doctune.runlock import clear_stale_locks
+from doctune.workflow.runlock import clear_stale_locks
 
 
 def _locks(tmp_path):
@@ -37,7 +37,7 @@ def test_locks_of_a_dead_run_are_removed(tmp_path):
 def test_locks_of_a_living_run_or_another_host_are_kept(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        from doctune.runlock import _start_time
+        from doctune.workflow.runlock import _start_time
 
         _register(tmp_path, p.pid, start=_start_time(p.pid))
         d = _locks(tmp_path)
@@ -60,5 +60,5 @@ def test_make_demo_builds_the_default_target(repo_root):
     assert line.split() == ["snakemake", "--configfile", "config/demo.yaml", "-c2"]
     snakefile = (repo_root / "Snakefile").read_text()
     rule_all = snakefile.split("rule all:", 1)[1].split("default_target: True", 1)[0]
-    assert '"results/summary.tsv"' in rule_all and '"results/stats/comparisons.tsv"' in rule_all
+    assert "L.summary()" in rule_all and 'L.stats("comparisons")' in rule_all
     assert "PLOTS" in rule_all

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from doctune.config import (ConfigError, arm_train_cfg, eval_models, posttrain_units, reported_models,
+from doctune.workflow.config import (ConfigError, arm_train_cfg, eval_models, posttrain_units, reported_models,
                             seed_aggregates, train_units, validate_config)
 from doctune.data.replay import write_replay
 from doctune.io import read_jsonl, write_jsonl
-from doctune.seeds import aggregate_seed_metrics
+from doctune.analysis.seeds import aggregate_seed_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"

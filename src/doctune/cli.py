@@ -28,7 +28,7 @@ def _print(text: str) -> None:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from .provenance import format_trace, iter_links, trace
+    from .workflow.provenance import format_trace, iter_links, trace
 
     if not Path(args.file).exists():
         msg = f"doctune trace: {args.file} does not exist"
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _times(args) -> int:
-    from .timing import format_times, rule_times
+    from .workflow.timing import format_times, rule_times
 
     try:
         print(format_times(rule_times(Path(args.run) / "results" / "benchmarks")))

@@ -17,7 +17,7 @@ class DataError(ValueError):
 class DataUnavailable(RuntimeError):
     """A data set cannot be had right now (hub unreachable, gated, a file missing on the hub).
     Not a user error: the rule writes a "missing" marker and what needs the data is reported
-    missing in the summary while the rest of the run goes on (see doctune.pipeline.run)."""
+    missing in the summary while the rest of the run goes on (see doctune.workflow.pipeline.run)."""
 
 
 MISSING_FLAG = "missing_data"

@@ -59,7 +59,7 @@ def load_corpus_def(resources_dir: str | Path, name: str, path: str | Path | Non
 
 
 def check_corpus_def(d: dict, source: str = "<corpus>", name: str | None = None) -> dict:
-    from ..config import as_number, did_you_mean
+    from ..workflow.config import as_number, did_you_mean
 
     d = dict(d)
     for key in d:

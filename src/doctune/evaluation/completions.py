@@ -66,7 +66,7 @@ def generate_completions(spec: dict, benchmark: str, bench_cfg: dict, gen_cfg: d
     `backends` ({settings: backend}), shared between calls, keeps each backend this function
     makes, so one job can run a model on several benchmarks and load it once.
     Returns {"rows", "generated", "cached"}."""
-    from ..config import schema_defaults
+    from ..workflow.config import schema_defaults
 
     g = {**schema_defaults("$defs", "generation"), **{k: v for k, v in (gen_cfg or {}).items() if v is not None}}
     for k in ("max_new_tokens", "batch_size", "epochs"):

@@ -16,7 +16,7 @@ Each answer is turned into units by the benchmark's own kind (as if a model had 
 the benchmark's full question set), every judge gives its verdicts exactly as in rule ``judge``
 (same prompts, format, calibration and caches), and ``kind.gate_value`` turns a verdict into 0/1.
 Per judge and set, and pooled over sets: accuracy and Cohen's kappa against the labels with 95% CIs
-from a bootstrap over answers (``doctune.agreement.clustered_pair_stats``). A judge passes when the
+from a bootstrap over answers (``doctune.analysis.agreement.clustered_pair_stats``). A judge passes when the
 lower end of its pooled kappa's CI is above ``judge_gate.min_kappa`` (0: better than chance); a
 benchmark passes when each of its judges does, and is ``unvalidated`` when it names no labelled
 answers. Answers whose question is not in the benchmark (or whose text differs) are skipped and
@@ -111,9 +111,9 @@ def _same_text(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def gate_units(kind: BenchmarkKind, bench_cfg: dict, records: list[dict]) -> tuple[list[dict], dict]:
-    """The kind's units for the labelled answers, each with its ``label`` and ``record`` id; and
-    the skipped answers by reason."""
+def fit_records(kind: BenchmarkKind, bench_cfg: dict, records: list[dict]):
+    """(the benchmark's full data, completion rows for the labelled answers that fit its
+    questions, the skipped answers by reason): what preflight checks without building units."""
     full = {**bench_cfg, "max_questions": None, "max_items": None}
     data = kind.load(full)
     byid = data.by_id()
@@ -129,6 +129,14 @@ def gate_units(kind: BenchmarkKind, bench_cfg: dict, records: list[dict]) -> tup
             continue
         rows.append({"id": rec["question_id"], "epoch": k, "completion": rec["answer"], "_line": k + 1,
                      "_path": rec["where"]})
+    return data, rows, skipped
+
+
+def gate_units(kind: BenchmarkKind, bench_cfg: dict, records: list[dict]) -> tuple[list[dict], dict]:
+    """The kind's units for the labelled answers, each with its ``label`` and ``record`` id; and
+    the skipped answers by reason."""
+    data, rows, skipped = fit_records(kind, bench_cfg, records)
+    full = {**bench_cfg, "max_questions": None, "max_items": None}
     units = []
     for u in kind.units(data, rows, full):
         rec = records[u["epoch"]]
@@ -141,7 +149,7 @@ def gate_units(kind: BenchmarkKind, bench_cfg: dict, records: list[dict]) -> tup
 
 
 def _stats(units: list[dict], values: list[int | None], n_bootstrap: int, seed: int) -> dict:
-    from ..agreement import clustered_pair_stats
+    from ..analysis.agreement import clustered_pair_stats
 
     clusters: dict[str, list[tuple[int, int]]] = {}
     for u, v in zip(units, values):

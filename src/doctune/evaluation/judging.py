@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 def judge_defaults() -> dict:
     """A judge's defaults: config/schema.yaml's backend object with the judges' own x-defaults."""
-    from ..config import schema_defaults
+    from ..workflow.config import schema_defaults
 
     return schema_defaults("properties", "judges", "additionalProperties")
 CALIBRATIONS = ("none", "empty_answer")

@@ -83,7 +83,7 @@ def compute_metrics(model: str, benchmark: str, bench_cfg: dict, scores: str, ou
                 log.warning("%s/%s: %d of %d completions were cut off at max_new_tokens", model, benchmark,
                             extra["completions"]["n_truncated"], len(answered))
             if len(by_judge) > 1:
-                from ..agreement import judge_agreement
+                from ..analysis.agreement import judge_agreement
 
                 extra["judge_agreement"] = judge_agreement(rows)
         if reason is None and metrics.get(kind_primary, {}).get("value") is None:
@@ -101,7 +101,7 @@ def compute_metrics(model: str, benchmark: str, bench_cfg: dict, scores: str, ou
     if gate is not None:
         result["judge_gate"] = gate_summary(gate)
     try:
-        from .. import provenance
+        from ..workflow import provenance
     except ImportError:  # pragma: no cover - provenance is wired by the lead
         provenance = None
     if provenance is not None and hasattr(provenance, "record"):

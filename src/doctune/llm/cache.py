@@ -72,7 +72,9 @@ class Ledger:
     ``{"ev": "send", "run", "n", "est"}`` before each attempt goes out and
     ``{"ev": "reply", "run", "n", "kind", "retry", "in", "out"}`` when its outcome is known.
     Each line is written and flushed at once (a killed process loses none; a torn last line is
-    skipped). Keys and request texts are not recorded."""
+    skipped). A reply is recorded after the reply cache has stored it, so a kill between the two
+    leaves a stored reply counted "in flight", never a received reply lost and paid for again.
+    Keys and request texts are not recorded."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = ensure_parent(path)

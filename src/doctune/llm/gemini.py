@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 def defaults() -> dict:
     """The backend defaults: config/schema.yaml's backend object."""
-    from ..config import schema_defaults
+    from ..workflow.config import schema_defaults
 
     return schema_defaults("$defs", "backend")
 
@@ -75,7 +75,7 @@ RETRY_AFTER_CAP_S = 600.0     # never trust a server's Retry-After beyond ten mi
 
 
 class MissingAPIKeyError(RuntimeError):
-    user_error = True          # doctune.pipeline.run prints one line, no traceback
+    user_error = True          # doctune.workflow.pipeline.run prints one line, no traceback
 
 
 class APIConfigError(RuntimeError):
@@ -384,7 +384,8 @@ class GeminiBackend:
         return cap * (0.5 + self._rng.random())
 
     # -- online mode -----------------------------------------------------------------------
-    async def _one(self, client, req: GenRequest, sem, rpm: RateLimiter, tpm: RateLimiter) -> GenResult:
+    async def _one(self, client, req: GenRequest, sem, rpm: RateLimiter, tpm: RateLimiter,
+                   settle: list | None = None) -> GenResult:
         from google.genai import errors
 
         max_tries = int(self.cfg["max_retries"]) + 1
@@ -431,7 +432,11 @@ class GeminiBackend:
                         if why:
                             res.finish_reason, res.error = FINISH_SCHEMA, f"reply ignores the response schema: {why}"
                     tpm.refund(est - (res.input_tokens + res.output_tokens) if res.input_tokens else 0)
-                    self._record(sent, self._kind(res), retry=False, tokens=(res.input_tokens, res.output_tokens))
+                    record = (sent, self._kind(res), False, (res.input_tokens, res.output_tokens))
+                    if settle is None:
+                        self._record(*record)
+                    else:   # counted once the caller has stored the reply: a kill in between leaves it
+                        settle.append(record)   # "in flight" in the ledger, never received-but-lost
                     return res
                 retry = attempt < max_tries
                 self._record(sent, kind, retry=retry)
@@ -457,10 +462,13 @@ class GeminiBackend:
         results: list[GenResult | None] = [None] * len(requests)
 
         async def task(i: int, req: GenRequest):
-            res = await self._one(client, req, sem, rpm, tpm)
+            settle: list = []
+            res = await self._one(client, req, sem, rpm, tpm, settle)
             results[i] = res
             if on_result:
-                on_result(res)
+                on_result(res)      # the reply cache stores it (fsynced) ...
+            for record in settle:   # ... before the ledger counts it as received
+                self._record(*record)
             if progress:
                 progress(1)
 

@@ -1,6 +1,6 @@
 """The LLM backends: one registry, each backend with its declared capabilities.
 
-    from doctune.llm.registry import make_backend, backend_info
+    from .registry import make_backend, backend_info
     backend = make_backend(cfg)            # cfg["backend"] names the backend; "auto" picks one
     backend_info("gemini").api             # True: an API, priced per token, with a key variable
 
@@ -19,8 +19,9 @@ from typing import Any
 @dataclass(frozen=True)
 class BackendInfo:
     name: str
-    #: "module:Class" that implements it (None: no model to call)
-    factory: str | None
+    #: the module and class that implement it (None: no model to call)
+    module: str | None
+    cls: str | None = None
     #: runs a local model (a base_models entry, given to it as a model spec) on this machine's devices
     local: bool = False
     #: scores options by log-probability (``option_logprobs``): judges read labels from it
@@ -37,9 +38,9 @@ class BackendInfo:
 
 
 BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
-    BackendInfo("gemini", "doctune.llm.gemini:GeminiBackend", api=True, batch_api=True),
-    BackendInfo("hf", "doctune.llm.hf:HFBackend", local=True, logprobs=True, completions=True),
-    BackendInfo("vllm", "doctune.llm.vllm_backend:VLLMBackend", local=True, completions=True),
+    BackendInfo("gemini", "doctune.llm.gemini", "GeminiBackend", api=True, batch_api=True),
+    BackendInfo("hf", "doctune.llm.hf", "HFBackend", local=True, logprobs=True, completions=True),
+    BackendInfo("vllm", "doctune.llm.vllm_backend", "VLLMBackend", local=True, completions=True),
     BackendInfo("file", None, source=True),
 )}
 #: the local backend that scores answer log-probabilities (log-prob benchmarks, hf judges)
@@ -48,7 +49,7 @@ SCORER = "hf"
 
 def backend_info(name: str | None) -> BackendInfo:
     if name not in BACKENDS:
-        from ..config import did_you_mean
+        from ..workflow.config import did_you_mean
 
         raise ValueError(f"unknown backend {name!r} (known: {sorted(BACKENDS)}){did_you_mean(str(name), BACKENDS)}")
     return BACKENDS[name]
@@ -70,9 +71,8 @@ def resolve_completions_backend(name: str | None) -> str:
 
 def make_backend(cfg: dict, **kw: Any):
     """Build the backend ``cfg["backend"]`` names from its resolved config (for local backends,
-    ``cfg["spec"]`` is the model spec; see doctune.config.resolve_backend)."""
+    ``cfg["spec"]`` is the model spec; see doctune.workflow.config.resolve_backend)."""
     info = backend_info(cfg.get("backend"))
-    if info.factory is None:
+    if info.module is None:
         raise ValueError(f"backend {info.name!r} calls no model (it reads documents from a file)")
-    module, cls = info.factory.split(":")
-    return getattr(importlib.import_module(module), cls)(cfg, **kw)
+    return getattr(importlib.import_module(info.module), info.cls)(cfg, **kw)

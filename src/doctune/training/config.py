@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..config import ConfigError  # noqa: F401  (one ConfigError for every config key)
+from ..workflow.config import ConfigError  # noqa: F401  (one ConfigError for every config key)
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -61,7 +61,7 @@ ATTN_IMPLEMENTATIONS = {None, "sdpa", "flash_attention_2", "flash_attention_3", 
 
 def defaults() -> dict:
     """The training defaults: config/schema.yaml's `training` object (without `resources`)."""
-    from ..config import schema_defaults
+    from ..workflow.config import schema_defaults
 
     d = schema_defaults("properties", "training")
     for key in IGNORED_KEYS:
@@ -79,7 +79,7 @@ def _check(key: str, value: Any, types: tuple) -> None:
 
 def _numbers(cfg: dict, spec: dict) -> dict:
     """'1e-3' (a string to YAML 1.1) -> 0.001 for keys that take numbers (spec: key -> types)."""
-    from ..config import as_number
+    from ..workflow.config import as_number
 
     out = dict(cfg)
     for key, value in cfg.items():
@@ -107,7 +107,7 @@ def resolve_train_cfg(train_cfg: dict | None) -> dict:
     out: dict[str, Any] = {}
     for key in train_cfg:
         if key not in TYPES and key not in IGNORED_KEYS:
-            from ..config import did_you_mean
+            from ..workflow.config import did_you_mean
 
             raise ConfigError(f"training.{key}: unknown key{did_you_mean(key, TYPES)} "
                               f"(known: {', '.join(sorted(TYPES))})")
@@ -125,7 +125,7 @@ def resolve_train_cfg(train_cfg: dict | None) -> dict:
     lora_in = _numbers(lora_in, LORA_TYPES)
     for key in lora_in:
         if key not in LORA_TYPES:
-            from ..config import did_you_mean
+            from ..workflow.config import did_you_mean
 
             raise ConfigError(f"training.lora.{key}: unknown key{did_you_mean(key, LORA_TYPES)} "
                               f"(known: {', '.join(LORA_TYPES)})")

@@ -8,7 +8,7 @@ list of kinds anywhere else).
                              entry for the benchmarks of this kind (``kind_schema``)
     kinds/NAME/prompts/      the kind's prompt templates (judged kinds), reference wording included
 
-    from doctune.evaluation.kinds import get_kind
+    from . import get_kind
     kind = get_kind(bench_cfg["kind"])        # unknown name: ValueError with a "did you mean"
     kind.stage                                # "judge" | "logprob" | "lm_eval" | "inspect"
     kind.check(bench_cfg)                     # list of problems (dry-run preflight)
@@ -23,8 +23,6 @@ import importlib
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
-
-import yaml
 
 from .base import STAGES, BenchmarkKind, Dataset, Verdict  # noqa: F401  (the interface, re-exported)
 
@@ -48,10 +46,6 @@ def kind_names() -> list[str]:
     return here + [n for n in _EXTRA if n not in here]
 
 
-def _module(name: str) -> str:
-    return _EXTRA.get(name) or f"{__name__}.{name}"
-
-
 def kind_dir(name: str) -> Path:
     """The kind's folder (its schema.yaml and prompts/ live there)."""
     if name in _EXTRA:
@@ -63,7 +57,7 @@ def kind_dir(name: str) -> Path:
 
 
 def _unknown(name) -> ValueError:
-    from ...config import did_you_mean
+    from ...workflow.config import did_you_mean
 
     return ValueError(f"unknown benchmark kind {name!r} (known: {kind_names()}){did_you_mean(str(name), kind_names())}")
 
@@ -72,7 +66,8 @@ def get_kind(name: str | None) -> BenchmarkKind:
     if name not in _LOADED:
         if name not in kind_names():
             raise _unknown(name)
-        _LOADED[name] = importlib.import_module(_module(name)).KIND
+        # (an f-string on __name__: doctune.workflow.codedeps follows it into this package's kinds)
+        _LOADED[name] = importlib.import_module(_EXTRA[name] if name in _EXTRA else f"{__name__}.{name}").KIND
     return _LOADED[name]
 
 
@@ -85,7 +80,9 @@ def kind_schema(name: str) -> dict:
     p = kind_dir(name) / "schema.yaml"
     if not p.is_file():
         return {}
-    doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    from ...workflow.config import load_yaml
+
+    doc = load_yaml(p.read_text(encoding="utf-8")) or {}
     if not isinstance(doc, dict) or not isinstance(doc.get("properties", {}), dict):
         raise ValueError(f"{p}: a kind's schema.yaml holds a mapping with 'properties'")
     return doc

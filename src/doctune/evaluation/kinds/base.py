@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...config import did_you_mean  # noqa: F401  (re-exported for the kinds)
+from ...workflow.config import did_you_mean  # noqa: F401  (re-exported for the kinds)
 from ...io import DataError, read_jsonl
 
 STAGES = ("judge", "logprob", "lm_eval", "inspect")
@@ -80,7 +80,7 @@ class BenchmarkKind:
     #: one-line description (documentation, error messages)
     description: str = ""
     #: the per-item metric the manipulation check compares when a benchmark of this kind names a
-    #: ``corpus`` (doctune.manipulation); None: the kind measures no corpus's content
+    #: ``corpus`` (doctune.analysis.manipulation); None: the kind measures no corpus's content
     manipulation_metric: str | None = None
     #: display metadata: the family's name for people, labels of its metrics, and whether its
     #: metrics files hold per-dimension metrics ("dimension:NAME", drawn as profiles)
@@ -132,9 +132,9 @@ class BenchmarkKind:
     # ------------------------------------------------------------------ files and checks
     def output_file(self, model: str, benchmark: str) -> str:
         """The file its stage writes and rule metrics reads."""
-        if self.stage == "lm_eval":
-            return f"results/lm_eval/{model}/{benchmark}.json"
-        return f"results/scores/{model}/{benchmark}.jsonl"
+        from ...workflow import layout
+
+        return layout.lm_eval(model, benchmark) if self.stage == "lm_eval" else layout.scores(model, benchmark)
 
     def data_files(self, bench_cfg: dict) -> list[str]:
         """Local files or folders the benchmark reads (Snakemake inputs: editing them reruns)."""

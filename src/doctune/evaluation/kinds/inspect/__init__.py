@@ -51,7 +51,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ....inspect_log import write_error_log
+from ...inspect_log import write_error_log
 from ....io import DataError, atomic_write_json, read_json
 from ..base import BenchmarkKind
 from ..common import bootstrap_ci, item_sort, mean, metric
@@ -416,10 +416,14 @@ class InspectKind(BenchmarkKind):
         return [e for e in check_config(bench_cfg, name) if "does not exist" not in e]
 
     def output_file(self, model: str, benchmark: str) -> str:
-        return f"results/inspect/{model}/{benchmark}.json"
+        from ....workflow import layout
+
+        return layout.inspect(model, benchmark)
 
     def log_file(self, model: str, benchmark: str) -> str:
-        return f"results/inspect/{model}/{benchmark}.eval"
+        from ....workflow import layout
+
+        return layout.inspect(model, benchmark, "eval")
 
     def data_files(self, bench_cfg: dict) -> list[str]:
         return [v for v in _local_args(bench_cfg).values() if Path(v).exists()]

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json, canonical_json, read_json, sha256_path
+from ..io import atomic_write_json, canonical_json, read_json, sha256_path
 
 PACKAGES = ["doctune", "torch", "transformers", "peft", "accelerate", "lm_eval", "google-genai", "gguf",
             "scipy", "numpy", "pandas", "snakemake", "matplotlib"]

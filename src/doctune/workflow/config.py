@@ -11,24 +11,32 @@ from typing import Any, Iterable
 import yaml
 
 #: the config schema: every key typed, described and defaulted - the only home of defaults
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "schema.yaml"
 
 
 class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key and what was expected."""
 
 
+#: libyaml's loader where PyYAML has it (ten times faster than the pure-Python one; same result)
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
+
+
 @lru_cache(maxsize=None)
 def _schema(path: str) -> dict:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return load_yaml(Path(path).read_text(encoding="utf-8"))
 
 
 def load_schema(path: str | Path | None = None) -> dict:
     """The config schema (a copy): config/schema.yaml unless another file is named, with the names
     the registries know as enums: benchmark kinds (doctune.evaluation.kinds) and backends
     (doctune.llm.registry)."""
-    from .evaluation.kinds import kind_names
-    from .llm.registry import BACKENDS
+    from ..evaluation.kinds import kind_names
+    from ..llm.registry import BACKENDS
 
     schema = copy.deepcopy(_schema(str(path or SCHEMA_PATH)))
     defs = schema.get("$defs") or {}
@@ -45,7 +53,7 @@ def load_schema(path: str | Path | None = None) -> dict:
 def benchmark_schema(kind: str, schema: dict) -> dict:
     """A benchmark entry's schema for one kind: the common keys ($defs/benchmark) and the kind's own
     (its folder's schema.yaml, with the kinds it ``extends``), no other key allowed."""
-    from .evaluation.kinds import kind_schema
+    from ..evaluation.kinds import kind_schema
 
     own: dict = {}
     seen: list[str] = []
@@ -63,7 +71,7 @@ def benchmark_schema(kind: str, schema: dict) -> dict:
 
 def _specialize(schema: dict, config: dict) -> dict:
     """The schema for this config: each benchmark entry of a known kind gets its kind's schema."""
-    from .evaluation.kinds import kind_names
+    from ..evaluation.kinds import kind_names
 
     names = set(kind_names())
     bench = schema["properties"].get("benchmarks")
@@ -430,7 +438,7 @@ def reference_problems(cfg: dict) -> list[str]:
                         f"(both make the model at results/base_models/{name})")
     for name in bases & set(arms):
         errs.append(f"config key 'arms.{name}': the name is also a base model")
-    from .llm.registry import backend_info
+    from ..llm.registry import backend_info
 
     for name, g in (cfg.get("generators") or {}).items():
         if backend_info(g.get("backend")).local and g.get("model") not in bases:
@@ -488,7 +496,7 @@ def reference_problems(cfg: dict) -> list[str]:
     for s in pt.get("sizes", []):
         if s not in (cfg.get("posttrain_data") or {}).get("sizes", []):
             errs.append(f"config key 'posttrain.sizes': {s} is not in posttrain_data.sizes")
-    from .evaluation.kinds import get_kind
+    from ..evaluation.kinds import get_kind
 
     for name, b in (cfg.get("benchmarks") or {}).items():
         for j in b.get("judges", []) or []:
@@ -505,7 +513,7 @@ def reference_problems(cfg: dict) -> list[str]:
             errs.append(_not_an_entry(f"benchmarks.{name}.write.generator", b["write"].get("generator"), gens,
                                       "a generators entry"))
     if not errs:
-        from .manipulation import manipulation_pairs
+        from ..analysis.manipulation import manipulation_pairs
 
         try:
             manipulation_pairs(cfg)
@@ -665,8 +673,8 @@ def base_model_cfg(cfg: dict, name: str) -> dict:
 
 def resolve_backend(cfg: dict, entry: dict) -> dict:
     """A generators/judges entry with its `model` resolved to a model spec for a local backend."""
-    from .llm.registry import backend_info
-    from .models import base_spec
+    from ..llm.registry import backend_info
+    from ..models import base_spec
 
     out = dict(entry)
     if backend_info(entry.get("backend")).local:
@@ -681,13 +689,13 @@ def resolve_backend(cfg: dict, entry: dict) -> dict:
 def schema_markdown(schema_path: str | Path | None = None) -> str:
     """Every config key with its type, default and description, as Markdown tables (the keys of
     each benchmark kind in a table of its own)."""
-    from .evaluation.kinds import kind_names, kind_schema
+    from ..evaluation.kinds import kind_names, kind_schema
 
     root = load_schema(schema_path)
     lines = [
         "# Configuration reference",
         "",
-        "Generated from `config/schema.yaml` by `python -m doctune.config config/schema.yaml`;",
+        "Generated from `config/schema.yaml` by `python -m doctune.workflow.config config/schema.yaml`;",
         "do not edit by hand. `NAME` stands for a name you choose (an arm, a benchmark, ...).",
         "Shipped configs: `config.yaml` (the preprint, default), `small.yaml` (one GPU, about an",
         "hour), `demo.yaml` (offline CPU demo). Unknown keys and wrong types stop the run before any",

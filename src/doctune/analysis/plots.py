@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .io import ensure_parent  # noqa: E402
+from ..io import ensure_parent  # noqa: E402
 from .stats import load_metrics_file  # noqa: E402
 
 DEMO_STAMP = "DEMO run: numbers exercise the pipeline, no evidence"
@@ -58,7 +58,7 @@ def _save(fig, out_png: str, demo: bool) -> None:
 
 def _kind(kind: str | None):
     """The benchmark kind (its display metadata), or None for an unknown or missing kind."""
-    from .evaluation.kinds import get_kind
+    from ..evaluation.kinds import get_kind
 
     try:
         return get_kind(kind) if kind else None
@@ -420,7 +420,7 @@ COMPARISON_LABELS = {"own": "{a} - {c}\non {probe} (own)", "other": "{a} - {c}\n
 
 def manipulation_figure(rows: list[dict], out_png: str, *, alpha: float = 0.05, demo: bool = False,
                         kinds: dict[str, str] | None = None) -> dict:
-    """The manipulation check (``doctune.manipulation``): one panel per pair of document arm and
+    """The manipulation check (``doctune.analysis.manipulation``): one panel per pair of document arm and
     control, each of its four differences of the probe margin as a point with its CI (zero line:
     no difference), stars where the Holm-adjusted p is below alpha, the verdict in words below.
     ``kinds`` ({probe benchmark: kind}) names the metric as the kind does.

@@ -34,7 +34,7 @@ SAVE_DTYPES = ("float32", "bfloat16", "float16")
 class GGUFError(ValueError):
     """A GGUF base model cannot be had as configured: the message names the config key."""
 
-    user_error = True   # doctune.pipeline.run prints one line, no traceback
+    user_error = True   # doctune.workflow.pipeline.run prints one line, no traceback
 
 
 def _pip_name(package: str) -> str:
@@ -118,7 +118,7 @@ def resolve_gguf(spec: dict, key: str = "gguf") -> Path:
 def check_sha256(path: str | os.PathLike, expected: str | None, key: str = "gguf") -> str:
     """The file's sha256 (streamed in 1 MiB chunks); GGUFError naming ``key.sha256`` when it
     differs from ``expected``."""
-    from .io import sha256_file
+    from ..io import sha256_file
 
     digest = sha256_file(path)
     if expected and digest != str(expected).strip().lower():

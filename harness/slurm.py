@@ -14,7 +14,7 @@ find the cluster through ``SLURM_CONF=<state dir>/etc/slurm.conf`` (``env`` prin
 
 Needs root and Debian/Ubuntu packages (installed with apt-get when missing): slurmctld, slurmd,
 slurm-client, slurmdbd, munge, mariadb-server. Only the standard library is used, so
-``python -m doctune.slurm start|stop|status|env`` works from any Python 3.
+``python -m harness.slurm start|stop|status|env`` works from any Python 3.
 
 Daemons are stopped by the pids recorded in their pid files (checked against the expected
 program name first); starting twice or stopping a stopped cluster is harmless.
@@ -193,7 +193,7 @@ def render_slurm_conf(cfg: ClusterConfig, paths: Paths, hw: NodeHardware) -> str
     if cfg.gpus:
         gres = f" Gres=gpu:{cfg.gpu_type}:{cfg.gpus}"
     lines = [
-        "# Written by doctune.slurm (python -m doctune.slurm); edits are overwritten on start.",
+        "# Written by harness.slurm (python -m harness.slurm); edits are overwritten on start.",
         f"ClusterName={cfg.cluster_name}",
         "SlurmctldHost=localhost",
         "SlurmUser=root",
@@ -239,7 +239,7 @@ def render_slurm_conf(cfg: ClusterConfig, paths: Paths, hw: NodeHardware) -> str
 
 
 def render_gres_conf(cfg: ClusterConfig, paths: Paths) -> str:
-    lines = ["# Written by doctune.slurm.", "AutoDetect=off"]
+    lines = ["# Written by harness.slurm.", "AutoDetect=off"]
     for dev in gpu_devices(cfg, paths):
         lines.append(f"NodeName=localhost Name=gpu Type={cfg.gpu_type} File={dev}")
     return "\n".join(lines) + "\n"
@@ -247,7 +247,7 @@ def render_gres_conf(cfg: ClusterConfig, paths: Paths) -> str:
 
 def render_slurmdbd_conf(cfg: ClusterConfig, paths: Paths, password: str) -> str:
     lines = [
-        "# Written by doctune.slurm.",
+        "# Written by harness.slurm.",
         "AuthType=auth/munge",
         "DbdHost=localhost",
         f"DbdPort={cfg.slurmdbd_port}",

@@ -4,7 +4,7 @@ per-token log-likelihood of the preferred minus the dispreferred answer, per ite
 
 Pairs (``manipulation_pairs``): each document arm and its matched control (another document arm
 with the same base model), each with the probe benchmark of its corpus (``benchmarks.NAME.corpus``).
-Per pair, four paired comparisons on the shared probe items (``doctune.stats.compare_one``: mean
+Per pair, four paired comparisons on the shared probe items (``doctune.analysis.stats.compare_one``: mean
 difference, bootstrap CI, paired permutation p), Holm-corrected together over the whole check:
 
 * ``own``: arm - control on the arm's probe (the intervention took if this is > 0);
@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, atomic_write_text, read_json
+from ..io import DataError, atomic_write_text, read_json
 
 COLUMNS = ["row_type", "arm", "control", "comparison", "probe", "probe_corpus", "metric", "model_a", "model_b",
            "diff", "ci_low", "ci_high", "p_value", "p_holm", "significant", "n", "value_a", "value_b",
@@ -48,8 +48,8 @@ def probe_overlap(items_path: str, documents_path: str, n: int = OVERLAP_WORDS,
                   max_items: int | None = None) -> tuple[int, int]:
     """(items sharing a run of n words with the documents, items) for one probe (its first
     ``max_items``) and its corpus."""
-    from .evaluation.kinds.probe.items import read_file
-    from .io import read_jsonl
+    from ..evaluation.kinds.probe.items import read_file
+    from ..io import read_jsonl
 
     grams: set = set()
     for d in read_jsonl(documents_path):
@@ -63,7 +63,7 @@ def probe_overlap(items_path: str, documents_path: str, n: int = OVERLAP_WORDS,
 def probe_benchmarks(cfg: dict) -> dict[str, str]:
     """{corpus: the first benchmark that measures it}: a benchmark naming a ``corpus`` whose kind
     has a ``manipulation_metric`` (the probe kind's margin)."""
-    from .evaluation.kinds import get_kind
+    from ..evaluation.kinds import get_kind
 
     out: dict[str, str] = {}
     for name, b in (cfg.get("benchmarks") or {}).items():
@@ -239,7 +239,7 @@ def run_manipulation_check(pairs: list[dict], metrics_files: dict[str, dict[str,
     rows = verdicts + rows
     banner = DEMO_BANNER if demo else None
     atomic_write_text(out, format_tsv(rows, COLUMNS, banner))
-    from .provenance import write_sidecar
+    from ..workflow.provenance import write_sidecar
 
     inputs = sorted({p for per in metrics_files.values() for p in per.values() if Path(p).exists()}
                     | {f for fs in state_files.values() for f in fs if Path(f).exists()})

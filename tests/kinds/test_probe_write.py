@@ -16,9 +16,9 @@ from doctune.evaluation.kinds.probe.items import read_file
 from doctune.evaluation.kinds.probe.writing import (load_prompt_template, probe_specs, render_request, sentences,
                                                     validate_item, stakes_patterns, write_probes)
 from doctune.io import read_jsonl, write_jsonl
-from doctune.llm.gemini_loopback import LoopbackGemini, ok_reply, prompt_text
+from harness.gemini_loopback import LoopbackGemini, ok_reply, prompt_text
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RES = REPO / "resources"
 DOC_SENTENCE = "The cooperative recorded fewer injuries after the barns were rebuilt with wider aisles."
 

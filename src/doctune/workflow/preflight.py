@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable
 
 from .config import (ConfigError, arm_train_cfg, config_problems, deep_merge, did_you_mean, posttrain_units,
                      train_units)
-from .io import DataError
+from ..io import DataError
 
 HubCheck = Callable[[str, str, "str | None"], "tuple[str, str]"]
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
@@ -173,7 +173,7 @@ class _Ctx:
 
 
 def _check_training(ctx: _Ctx) -> None:
-    from .training.config import resolve_train_cfg
+    from ..training.config import resolve_train_cfg
 
     cfg = ctx.cfg
     seen: set[str] = set()
@@ -197,7 +197,7 @@ def _check_training(ctx: _Ctx) -> None:
 
 
 def _check_corpora(ctx: _Ctx) -> None:
-    from .documents.corpus import (CorpusError, GRID_DIMS, apply_run_settings, load_corpus_def, load_grid,
+    from ..documents.corpus import (CorpusError, GRID_DIMS, apply_run_settings, load_corpus_def, load_grid,
                                    load_template, prompt_file, render_prompt)
 
     cfg = ctx.cfg
@@ -235,7 +235,7 @@ def _check_corpora(ctx: _Ctx) -> None:
 
 def _records_problem(records: list, fmt: str, label: str, report: Report) -> int:
     """Check every post-training record; returns how many are good (all, or fewer on errors)."""
-    from .data.posttrain import to_messages
+    from ..data.posttrain import to_messages
 
     bad = 0
     for i, rec in enumerate(records):
@@ -252,7 +252,7 @@ def _records_problem(records: list, fmt: str, label: str, report: Report) -> int
 
 
 def _check_posttrain(ctx: _Ctx) -> None:
-    from .io import iter_jsonl, read_json
+    from ..io import iter_jsonl, read_json
 
     cfg = ctx.cfg
     if not posttrain_units(cfg):
@@ -305,7 +305,7 @@ def _check_hub_dataset(ctx: _Ctx, src: dict, key: str, consequence: str) -> None
 
 
 def _check_arm_data(ctx: _Ctx) -> None:
-    from .training.data import read_chats
+    from ..training.data import read_chats
 
     for name, a in (ctx.cfg.get("arms") or {}).items():
         data = a.get("data")
@@ -387,7 +387,7 @@ GGUF_PREFLIGHT_HASH_BYTES = 4 << 30
 def _check_gguf(ctx: _Ctx, name: str, spec: dict) -> None:
     """The GGUF file of a base model: found (in its package, or at its path), the gguf reader
     installed, and the expected sha256 when one is given."""
-    from .gguf import GGUFError, check_sha256, gguf_available, resolve_gguf
+    from ..models.gguf import GGUFError, check_sha256, gguf_available, resolve_gguf
 
     key = f"base_models.{name}.gguf"
     spec = dict(spec)
@@ -429,7 +429,7 @@ def _used_backends(cfg: dict) -> list[tuple[str, str, dict]]:
 
 
 def _check_api_keys(ctx: _Ctx) -> None:
-    from .llm.registry import backend_info
+    from ..llm.registry import backend_info
 
     for section, name, entry in _used_backends(ctx.cfg):
         if not backend_info(entry.get("backend")).api:
@@ -448,7 +448,7 @@ def _check_files(ctx: _Ctx) -> None:
         if not ctx.path(r).is_file():
             key = "agreement.ratings" if isinstance(ratings, str) else f"agreement.ratings[{i}]"
             ctx.report.error(_key(key), f"ratings file {r} does not exist")
-    from .llm.registry import backend_info
+    from ..llm.registry import backend_info
 
     for section, name, entry in _used_backends(cfg):
         if backend_info(entry.get("backend")).source:
@@ -494,7 +494,7 @@ class _quiet:
 def _kind_check(name: str, b: dict) -> list[str]:
     """The benchmark kind's own `check(bench_cfg)` hook (config keys and local data files, no
     download; see doctune.evaluation.kinds)."""
-    from .evaluation.kinds import get_kind
+    from ..evaluation.kinds import get_kind
 
     try:
         kind = get_kind(b.get("kind"))
@@ -519,7 +519,7 @@ def _check_benchmarks(ctx: _Ctx) -> None:
                 missing = True
         if missing:
             continue
-        from .evaluation.kinds import get_kind
+        from ..evaluation.kinds import get_kind
 
         kind = get_kind(b.get("kind"))
         for key, message in kind.preflight_warnings(b, ctx.env):
@@ -537,8 +537,8 @@ def _check_judge_validation(ctx: _Ctx) -> None:
     """Every judged benchmark's labelled answers (the judge gate): files that parse, answers that
     fit the benchmark; a judged benchmark without any is warned about (its verdicts are flagged
     unvalidated)."""
-    from .evaluation.judge_gate import gate_units, read_set, set_entries
-    from .evaluation.kinds import get_kind
+    from ..evaluation.judge_gate import fit_records, read_set, set_entries
+    from ..evaluation.kinds import get_kind
 
     for name, b in (ctx.cfg.get("benchmarks") or {}).items():
         try:
@@ -574,10 +574,10 @@ def _check_judge_validation(ctx: _Ctx) -> None:
                 continue
             try:
                 with _quiet():
-                    units, skipped = gate_units(kind, b, records)
+                    _, fitting, skipped = fit_records(kind, b, records)
             except (DataError, ValueError, OSError):
                 continue   # the benchmark's own data is broken: its check reports that
-            if not units:
+            if not fitting:
                 ctx.report.error(where, f"none of the answers in {e['path']} fits this benchmark's "
                                         f"questions (skipped: {skipped})")
 

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json, read_json, sha256_file, stable_hash
+from ..io import atomic_write_json, read_json, sha256_file, stable_hash
 
 log = logging.getLogger(__name__)
 

@@ -67,7 +67,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .io import MISSING_FLAG, DataError, DataUnavailable, atomic_write_json, atomic_write_text, read_json, read_jsonl, sha256_file
+from ..io import MISSING_FLAG, DataError, DataUnavailable, atomic_write_json, atomic_write_text, read_json, read_jsonl, sha256_file
 
 RATER_COLUMNS = ["rating_id", "benchmark", "dimension", "question", "response", "criterion",
                  "rating", "notes"]
@@ -441,7 +441,7 @@ def criteria_from_benchmarks(bench_cfgs: dict[str, dict]) -> dict[str, dict[str,
     """{benchmark: {dimension: what to check}} for the benchmarks among ``bench_cfgs`` ({name:
     benchmark config}) whose kind has rating criteria (``kind.rating_criteria``); ``{{placeholders}}``
     are filled per unit from its variable combination when the sample is exported."""
-    from .evaluation.kinds import get_kind
+    from ..evaluation.kinds import get_kind
 
     out: dict[str, dict[str, str]] = {}
     for name, cfg in bench_cfgs.items():
@@ -456,7 +456,7 @@ def _combo(cid: str) -> dict[str, str]:
 
 
 def _criterion(unit: dict, criteria: dict | None) -> str:
-    from .evaluation.kinds.common import fill_placeholders
+    from ..evaluation.kinds.common import fill_placeholders
 
     if unit["label_kind"] == REFUSED:
         base = (criteria or {}).get(unit["benchmark"], {}).get(REFUSED) or \

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import atomic_write_json, read_json
+from ..io import atomic_write_json, read_json
 
 
 def _t_interval(values: list[float], level: float = 0.95) -> tuple[float | None, float | None]:

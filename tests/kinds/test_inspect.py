@@ -14,7 +14,7 @@ from doctune.evaluation.kinds import get_kind  # noqa: E402
 from doctune.evaluation.kinds.inspect import check_config, run_inspect_task  # noqa: E402
 from doctune.io import read_json  # noqa: E402
 
-FIX = Path(__file__).resolve().parents[1] / "resources" / "fixtures" / "inspect"
+FIX = Path(__file__).resolve().parents[2] / "resources" / "fixtures" / "inspect"
 GEN = {"max_new_tokens": 8, "temperature": 1.0, "top_p": 1.0, "seed": 0}
 GRADER = {"model": "mockllm/model", "outputs": ["GRADE: C", "GRADE: I", "GRADE: C"]}
 # with an unparseable reply among them (MORU drops such grades; ANIMA 0.26.0's scorer raises
@@ -195,7 +195,7 @@ def test_pipeline_runs_inspect_tasks_per_model_into_metrics_and_comparisons(tmp_
     its local scenarios): logs under results/inspect, metrics files, and a paired comparison."""
     import yaml
 
-    from doctune.stats import compute_comparisons
+    from doctune.analysis.stats import compute_comparisons
     from test_e2e_demo import copy_repo, smk
 
     work = copy_repo(tmp_path)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .io import atomic_write_text, read_json, stable_hash
+from ..io import atomic_write_text, read_json, stable_hash
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -93,7 +93,7 @@ def data_unavailable(exc: BaseException) -> bool:
     hub) - loading data is all that library does for us."""
     import traceback
 
-    from .io import DataUnavailable
+    from ..io import DataUnavailable
 
     ds_dir = None
     seen: set[int] = set()
@@ -119,7 +119,7 @@ def run(sm, body: Callable[[], Any], record_result: bool = False) -> Any:
     or an input is already a missing-data marker and the rule is in PROPAGATE_MISSING, each
     output becomes a marker with the reason and the job succeeds, so the rest of the run goes on
     and the summary reports what needed the data as missing."""
-    from .io import missing_marker, write_missing_marker
+    from ..io import missing_marker, write_missing_marker
 
     log_path = sm.log[0] if len(sm.log) else None
     log = setup_logging(log_path)
@@ -163,7 +163,7 @@ def run_each(sm, units: list[dict]) -> dict[str, Any]:
     job: its outputs become missing markers when one of its own inputs is a marker or its data
     is unavailable (the other units go on), and its outputs get provenance records naming its
     own inputs and config slice. Returns {name: body result (None for a missing unit)}."""
-    from .io import missing_marker, write_missing_marker
+    from ..io import missing_marker, write_missing_marker
 
     log_path = sm.log[0] if len(sm.log) else None
     log = setup_logging(log_path)
@@ -206,7 +206,7 @@ def write_provenance(outputs: list[str], inputs: list[str], config_slice: dict, 
     try:
         from .provenance import write_sidecar
     except ImportError:  # pragma: no cover - provenance module missing
-        logging.getLogger("doctune").warning("doctune.provenance not available: no provenance written")
+        logging.getLogger("doctune").warning("doctune.workflow.provenance not available: no provenance written")
         return
     for out in outputs:
         if Path(out).exists():
@@ -218,7 +218,7 @@ def write_provenance(outputs: list[str], inputs: list[str], config_slice: dict, 
 # ---------------------------------------------------------------------------------------------
 
 def load_spec(path: str) -> dict:
-    from .models import model_fingerprint
+    from ..models import model_fingerprint
 
     spec = read_json(path)
     spec["fingerprint"] = model_fingerprint(spec)
@@ -258,7 +258,7 @@ def accelerate_command(args_file: str, processes: int, port: int | None = None,
     rendezvous port: two multi-GPU jobs on one node would otherwise both use 29500."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(port or _free_port()), *(entry or ["-m", "doctune.pipeline"]), "train",
+            "--main_process_port", str(port or _free_port()), *(entry or ["-m", "doctune.workflow.pipeline"]), "train",
             args_file]
 
 
@@ -268,11 +268,11 @@ def launch_training(kwargs: dict, gpus: int, entry: list[str] | None = None) -> 
     In the second case a stop signal to this process (SIGTERM, SIGUSR1, SIGINT) reaches the launcher
     as SIGTERM, which it passes on to every rank; this process waits, so the ranks can save their
     checkpoint before the job ends, and exits with status 143 (as a single-process run does).
-    `entry` replaces `-m doctune.pipeline` as the per-rank program (tests use it)."""
+    `entry` replaces `-m doctune.workflow.pipeline` as the per-rank program (tests use it)."""
     if gpus > 1 and "LOCAL_RANK" not in os.environ:
         import signal
 
-        from .training.loop import EXIT_PREEMPTED, STOP_SIGNALS
+        from ..training.loop import EXIT_PREEMPTED, STOP_SIGNALS
 
         log = logging.getLogger("doctune")
         args_file = Path(kwargs["out_dir"]) / ".train_args.json"
@@ -280,7 +280,7 @@ def launch_training(kwargs: dict, gpus: int, entry: list[str] | None = None) -> 
         cmd = accelerate_command(str(args_file), gpus, entry=entry)
         log.info("launching: %s", " ".join(cmd))
         # the ranks import doctune from where this process did (a conda env need not have it installed)
-        src = str(Path(__file__).resolve().parents[1])
+        src = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
         proc = subprocess.Popen(cmd, env=env)
         stopped: list[int] = []
@@ -306,7 +306,7 @@ def launch_training(kwargs: dict, gpus: int, entry: list[str] | None = None) -> 
         if code != 0:
             raise RuntimeError(f"accelerate launch exited with status {code}: {' '.join(cmd)}")
         return
-    from .training import train
+    from ..training import train
 
     train(**kwargs)
 
@@ -315,11 +315,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 2 and argv[0] == "train":
         setup_logging(None)
-        from .training import train
+        from ..training import train
 
         train(**json.loads(Path(argv[1]).read_text()))
         return
-    raise SystemExit("usage: python -m doctune.pipeline train ARGS.json")
+    raise SystemExit("usage: python -m doctune.workflow.pipeline train ARGS.json")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Columns: model, benchmark, metric, value, ci_low, ci_high, n, n_missing, status,
 n_seeds, seed_sd, n_dropped (questions the loader dropped, e.g. for a tag naming no dimension; the
 note names their tags), p_value, judge_gate.
 
-Row order: the manipulation check first (``doctune.manipulation``: per pair of document arm and
+Row order: the manipulation check first (``doctune.analysis.manipulation``: per pair of document arm and
 control, metric ``manipulation_check`` with the verdict in words in ``note``, then metrics
 ``manipulation:own``, ``manipulation:other``, ``manipulation:arm_vs_base`` and
 ``manipulation:control_vs_base``: differences of the probe margin with CI and paired p; model
@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, atomic_write_text
+from ..io import DataError, atomic_write_text
 from .stats import DEMO_BANNER, format_tsv, load_metrics_file
 
 COLUMNS = ["model", "benchmark", "metric", "value", "ci_low", "ci_high", "n", "n_missing",
@@ -166,8 +166,8 @@ def manipulation_rows(path: str) -> list[dict]:
 
 def gate_rows(gates: dict[str, str]) -> list[dict]:
     """Each judge's kappa and accuracy on each judged benchmark's labelled answers."""
-    from .evaluation.judge_gate import read_gate
-    from .io import missing_marker
+    from ..evaluation.judge_gate import read_gate
+    from ..io import missing_marker
 
     out = []
     for bench, path in gates.items():
@@ -214,7 +214,7 @@ def write_summary(metrics_files: dict[str, dict[str, str]], out: str, demo: bool
         for r in rows:
             r["note"] = "; ".join(x for x in (DEMO_NOTE, r.get("note")) if x)
     atomic_write_text(out, format_tsv(rows, COLUMNS, DEMO_BANNER if demo else None))
-    from .provenance import write_sidecar
+    from ..workflow.provenance import write_sidecar
 
     inputs = [p for per in metrics_files.values() for p in per.values() if Path(p).exists()]
     inputs += [agreement] if agreement else []

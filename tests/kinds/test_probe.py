@@ -15,7 +15,7 @@ from doctune.evaluation.kinds.probe import score_items
 from doctune.evaluation.kinds.probe.items import load_items, read_file
 from doctune.io import DataError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROBES = REPO / "resources" / "probes"
 KIND = get_kind("probe")
 
@@ -192,7 +192,7 @@ def test_probe_items_share_no_wording_with_the_corpora(name):
     """The guard against probing what the documents say word for word: no corpus key phrase, and no
     run of 8 words shared with the corpus definitions or the document prompt templates (what the
     generator is asked to write from). The generated documents are checked in each run
-    (results/stats/manipulation.tsv, doctune.manipulation.probe_overlap)."""
+    (results/stats/manipulation.tsv, doctune.analysis.manipulation.probe_overlap)."""
     sources = list((REPO / "resources/corpora").glob("*.yaml")) + list((REPO / "resources/prompts").glob("document*.txt"))
     grams = set().union(*(_ngrams(p.read_text(), 8) for p in sources))
     for it in read_file(PROBES / name):

@@ -35,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, missing_marker, read_json, read_jsonl, sha256_file, stable_hash
+from ..io import DataError, missing_marker, read_json, read_jsonl, sha256_file, stable_hash
 
 STOP_REASONS = {"stop": "stop", "length": "max_tokens", "tool_calls": "tool_calls"}
 
@@ -52,7 +52,7 @@ def _import_inspect():
 
 def sample_metrics(kind: str, rows: list[dict]) -> dict[str, float]:
     """Our metrics computed on one sample's verdicts (no bootstrap); missing values left out."""
-    from .evaluation.kinds import get_kind
+    from .kinds import get_kind
 
     k = get_kind(kind)
     if k.stage != "judge":
@@ -63,7 +63,7 @@ def sample_metrics(kind: str, rows: list[dict]) -> dict[str, float]:
 
 
 def _item_metadata(bench_cfg: dict) -> dict[str, dict]:
-    from .evaluation.kinds import get_kind
+    from .kinds import get_kind
 
     return {str(it["id"]): {k: v for k, v in it.items() if k not in ("id", "prompt", "messages")}
             for it in get_kind(bench_cfg.get("kind")).prompts(bench_cfg)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,13 +38,34 @@ def _is_main_guard(node: ast.AST) -> bool:
                                                 for c in t.comparators))
 
 
+def _events(top: ast.AST) -> tuple[list[ast.AST], set[str]]:
+    """The nodes of one top-level statement that can import something (imports, import_module /
+    __import__ calls, dotted string constants) and every plain name it uses: one walk, kept."""
+    events: list[ast.AST] = []
+    names: set[str] = set()
+    for n in ast.walk(top):
+        if isinstance(n, ast.Name):
+            names.add(n.id)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            events.append(n)
+        elif isinstance(n, ast.Call):
+            f = n.func
+            if (f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")) in ("import_module", "__import__"):
+                events.append(n)
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str) and "." in n.value:
+            events.append(n)
+    return events, names
+
+
 class _ModuleInfo:
     """One parsed file: the imports its module-level code runs, and per top-level function or
-    class the imports inside it and the other top-level names it refers to."""
+    class the imports inside it and the other top-level names it refers to (computed once)."""
 
     def __init__(self, tree: ast.Module | None):
         self.defs: dict[str, ast.AST] = {}
         self.module_nodes: list[ast.AST] = []
+        self._events: dict[int, list[ast.AST]] = {}
+        self._refs: dict[int, set[str]] = {}
         for node in (tree.body if tree is not None else []):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 self.defs[node.name] = node
@@ -51,10 +73,17 @@ class _ModuleInfo:
                 continue                # `if __name__ == "__main__":` does not run on import
             else:
                 self.module_nodes.append(node)
+        for node in self.module_nodes + list(self.defs.values()):
+            events, names = _events(node)
+            self._events[id(node)] = events
+            self._refs[id(node)] = names & set(self.defs)
+
+    def events(self, node: ast.AST) -> list[ast.AST]:
+        """The nodes of a top-level statement that can import something."""
+        return self._events[id(node)]
 
     def refs(self, nodes: list[ast.AST]) -> set[str]:
-        return {n.id for node in nodes for n in ast.walk(node)
-                if isinstance(n, ast.Name) and n.id in self.defs}
+        return set().union(*(self._refs[id(n)] for n in nodes)) if nodes else set()
 
     def closure(self, names: set[str]) -> list[ast.AST]:
         """The top-level definitions `names` reach through references inside this module,
@@ -66,37 +95,72 @@ class _ModuleInfo:
             if n in seen:
                 continue
             seen.add(n)
-            todo += [m for m in self.refs([self.defs[n]]) if m not in seen]
+            todo += [m for m in self._refs[id(self.defs[n])] if m not in seen]
         return self.module_nodes + [self.defs[n] for n in sorted(seen)]
 
 
+#: parsed files, shared by every walk of the process (one Snakemake call hashes every rule's code:
+#: each file is read and parsed once), keyed by path and (mtime, size) so an edit is seen
+_PARSED: dict[Path, tuple[tuple[int, int], _ModuleInfo]] = {}
+
+
+def _parsed(path: Path) -> _ModuleInfo:
+    st = path.stat()
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _PARSED.get(path)
+    if hit is None or hit[0] != stamp:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except (SyntaxError, UnicodeDecodeError):
+            tree = None             # still a dependency; its imports are unknown
+        hit = _PARSED[path] = (stamp, _ModuleInfo(tree))
+    return hit[1]
+
+
+@lru_cache(maxsize=None)
+def _module_file(src: Path, name: str) -> Path | None:
+    base = src.joinpath(*name.split("."))
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand.resolve()
+    return None
+
+
+@lru_cache(maxsize=None)
+def _resolved(path: Path) -> Path:
+    return path.resolve()
+
+
+@lru_cache(maxsize=None)
+def _module_name(src: Path, path: Path) -> str | None:
+    try:
+        rel = _resolved(path).relative_to(src)
+    except ValueError:
+        return None
+    parts = list(rel.with_suffix("").parts)
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts) or None
+
+
 class _Walker:
-    def __init__(self, src_root: Path, package: str = PACKAGE):
+    def __init__(self, src_root: Path, package: str = PACKAGE, skip_trees: tuple[str, ...] = ()):
         self.src = Path(src_root).resolve()
         self.package = package
         self.files: set[Path] = set()
-        self._info: dict[Path, _ModuleInfo] = {}
         self._used: dict[Path, set[str]] = {}     # names of each file already followed
+        #: folders a computed import's package expansion leaves out (benchmark kinds a rule does not
+        #: use); explicit imports of their modules are still followed
+        self.skip = tuple(Path(t).resolve() for t in skip_trees)
 
     # -- module name <-> file -----------------------------------------------------------------
     def module_file(self, name: str) -> Path | None:
         if name != self.package and not name.startswith(self.package + "."):
             return None
-        base = self.src.joinpath(*name.split("."))
-        for cand in (base.with_suffix(".py"), base / "__init__.py"):
-            if cand.is_file():
-                return cand.resolve()
-        return None
+        return _module_file(self.src, name)
 
     def module_name(self, path: Path) -> str | None:
-        try:
-            rel = path.resolve().relative_to(self.src)
-        except ValueError:
-            return None
-        parts = list(rel.with_suffix("").parts)
-        if parts and parts[-1] == "__init__":
-            parts.pop()
-        return ".".join(parts) or None
+        return _module_name(self.src, path)
 
     def package_of(self, path: Path) -> str | None:
         name = self.module_name(path)
@@ -105,13 +169,7 @@ class _Walker:
         return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
     def info(self, path: Path) -> _ModuleInfo:
-        if path not in self._info:
-            try:
-                tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-            except (SyntaxError, UnicodeDecodeError):
-                tree = None             # still a dependency; its imports are unknown
-            self._info[path] = _ModuleInfo(tree)
-        return self._info[path]
+        return _parsed(path)
 
     # -- the walk -------------------------------------------------------------------------------
     def add_module(self, name: str, names: set[str] | str = ALL) -> None:
@@ -132,11 +190,13 @@ class _Walker:
         self.add_module(name)
         if f.name == "__init__.py":
             for sub in sorted(f.parent.rglob("*.py")):
-                self.visit(sub.resolve(), ALL)
+                sub = _resolved(sub)
+                if not any(sub.is_relative_to(t) for t in self.skip):
+                    self.visit(sub, ALL)
 
     def visit(self, path: Path, names: set[str] | str = ALL) -> None:
-        path = path.resolve()
-        if not path.is_file():
+        path = _resolved(path)
+        if path not in self._used and not path.is_file():
             return
         self.files.add(path)
         info = self.info(path)
@@ -150,7 +210,7 @@ class _Walker:
                                                         if d not in info.module_nodes]
         here = self.package_of(path) if self.module_name(path) is not None else None
         for top in nodes:
-            for node in ast.walk(top):
+            for node in info.events(top):
                 self.node(node, path, here)
 
     def node(self, node: ast.AST, path: Path, here: str | None) -> None:
@@ -247,27 +307,71 @@ class _Walker:
         return out or None
 
 
-@lru_cache(maxsize=None)
-def _code_files(script: str, src_root: str, package: str) -> tuple[str, ...]:
-    w = _Walker(Path(src_root), package)
+def _code_files(script: str, src_root: str, package: str, skip_trees: tuple[str, ...]) -> tuple[str, ...]:
+    w = _Walker(Path(src_root), package, skip_trees)
     w.visit(Path(script), ALL)
     return tuple(sorted(str(f) for f in w.files))
 
 
-def code_files(script: str | Path, src_root: str | Path, package: str = PACKAGE) -> list[Path]:
-    """The script itself, its helper modules and every package file it reaches (sorted)."""
-    return [Path(f) for f in _code_files(str(Path(script).resolve()), str(Path(src_root).resolve()), package)]
+def code_files(script: str | Path, src_root: str | Path, package: str = PACKAGE,
+               skip_trees: tuple[str | Path, ...] = ()) -> list[Path]:
+    """The script itself, its helper modules and every package file it reaches (sorted).
+    ``skip_trees``: folders left out when a computed import takes a whole package (the benchmark
+    kinds a rule does not use)."""
+    return [Path(f) for f in _code_files(str(Path(script).resolve()), str(Path(src_root).resolve()), package,
+                                         tuple(sorted(str(t) for t in skip_trees)))]
 
 
-def code_hash(script: str | Path, src_root: str | Path, package: str = PACKAGE) -> str:
+def code_hash(script: str | Path, src_root: str | Path, package: str = PACKAGE,
+              skip_trees: tuple[str | Path, ...] = ()) -> str:
     """A hash of the contents of `code_files` (paths relative to their roots, so a checkout
     elsewhere hashes the same)."""
     src = Path(src_root).resolve()
     h = hashlib.sha256()
-    for f in code_files(script, src_root, package):
+    for f in code_files(script, src_root, package, skip_trees):
         try:
             rel = f.relative_to(src).as_posix()
         except ValueError:
             rel = f.name
         h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
+
+
+def tree_stamp(*roots: str | Path) -> str:
+    """A hash of the path, size and mtime of every .py file under ``roots``: unchanged, so are the
+    code hashes computed from them (``cached_code_hashes``)."""
+    h = hashlib.sha256()
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for f in sorted(filenames):
+                if f.endswith(".py"):
+                    st = os.stat(os.path.join(dirpath, f))
+                    h.update(f"{dirpath}/{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def cached_code_hashes(jobs: dict[str, tuple[str | Path, tuple]], src_root: str | Path, roots: list[str | Path],
+                       store: str | Path) -> dict[str, str]:
+    """``code_hash`` for each {name: (script, skip_trees)}, reusing the hashes ``store`` kept from the
+    last call while no .py file under ``roots`` changed (a no-op rerun parses nothing)."""
+    import json
+
+    stamp = tree_stamp(*roots)
+    key = hashlib.sha256(json.dumps({n: [str(s), sorted(map(str, k))] for n, (s, k) in sorted(jobs.items())},
+                                    sort_keys=True).encode()).hexdigest()
+    path = Path(store)
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        if kept.get("stamp") == stamp and kept.get("key") == key:
+            return kept["hashes"]
+    except (OSError, ValueError, KeyError):
+        pass
+    hashes = {n: code_hash(s, src_root, skip_trees=k) for n, (s, k) in jobs.items()}
+    try:
+        from ..io import atomic_write_text
+
+        atomic_write_text(path, json.dumps({"stamp": stamp, "key": key, "hashes": hashes}))
+    except OSError:   # a read-only folder: the hashes are still right, only not kept
+        pass
+    return hashes

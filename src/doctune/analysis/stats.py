@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from .io import DataError, atomic_write_text, read_json, stable_hash
+from ..io import DataError, atomic_write_text, read_json, stable_hash
 
 # Columns of comparisons.tsv: the DESIGN.md contract first, in its order, then the extras.
 CONTRACT_COLUMNS = ["benchmark", "metric", "model_a", "model_b", "diff", "ci_low", "ci_high",
@@ -53,7 +53,7 @@ DEMO_BANNER = ("# DEMO: these numbers come from a demo configuration (demo: true
 # ----------------------------------------------------------------------------- configuration
 def stats_defaults() -> dict:
     """The defaults: config/schema.yaml's `stats` object (without the comparisons) and RUN_KEYS."""
-    from .config import schema_defaults
+    from ..workflow.config import schema_defaults
 
     d = {k: v for k, v in schema_defaults("properties", "stats").items() if k not in _IGNORED_KEYS}
     return {**d, **RUN_KEYS}
@@ -664,7 +664,7 @@ def run_comparisons(comparisons: list[dict], metrics_files: dict[str, dict[str, 
         for r in rows:
             r["note"] = "; ".join(x for x in ("DEMO: no evidence", r["note"]) if x)
     atomic_write_text(out, format_tsv(rows, COLUMNS, DEMO_BANNER if cfg["demo"] else None))
-    from .provenance import write_sidecar
+    from ..workflow.provenance import write_sidecar
 
     inputs = sorted({p for per in metrics_files.values() for p in per.values() if Path(p).exists()})
     write_sidecar(out, inputs, {"comparisons": comparisons, "stats": stats_cfg}, rule="stats")
