@@ -299,3 +299,10 @@ def probe_corpus(wc):
 def probe_generator(wc):
     """The generators entry that writes a model-written probe benchmark's items (rule probes)."""
     return config["generators"][config["benchmarks"][wc.probe]["write"]["generator"]]
+
+
+def probe_template(write_cfg):
+    """The request template of a model-written probe benchmark (its kind's own unless the config names one)."""
+    from doctune.evaluation.kinds.probe.writing import template_file
+
+    return template_file(write_cfg)

@@ -12,7 +12,7 @@ if PROBES_WRITTEN:
             or f"{RES}/corpora/{probe_corpus(wc)}.yaml",
             documents=lambda wc: L.documents(probe_corpus(wc)),
             grid=f"{RES}/grid/domains.txt",
-            template=lambda wc: f"{RES}/prompts/{config['benchmarks'][wc.probe]['write']['prompt_template']}",
+            template=lambda wc: str(probe_template(config["benchmarks"][wc.probe]["write"])),
             model=lambda wc: backend_model_inputs(probe_generator(wc)),
         output:
             probe_items=L.probes(),

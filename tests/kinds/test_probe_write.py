@@ -61,7 +61,7 @@ def _run(srv, key_env, tmp_path, n):
            "temperature": 1.0, "top_p": 0.95, "max_new_tokens": 512, "concurrency": 4}
     write = {"generator": "g", "n": n, "seed": 3, "max_attempts": 4, "max_length_ratio": 1.25}
     return write_probes("aw_written", write, cdef, load_grid(RES, cdef)["domains"], str(docs),
-                        load_prompt_template(RES, "probe_write.txt"), gen, str(tmp_path / "items.jsonl"),
+                        load_prompt_template({}), gen, str(tmp_path / "items.jsonl"),
                         str(tmp_path / "items.report.json"), str(tmp_path / "cache.jsonl"))
 
 
@@ -104,7 +104,7 @@ def test_domains_walk_evenly_and_growing_keeps_the_plan():
 
 def test_request_is_filled_from_the_corpus_definition():
     cdef = load_corpus_def(RES, "urban_density")
-    text = render_request(load_prompt_template(RES, "probe_write.txt"), cdef, "parking policy")
+    text = render_request(load_prompt_template({}), cdef, "parking policy")
     assert "urban density" in text and "parking policy" in text and "density considerations" in text
     assert "{" not in text.split("JSON object")[0]
 

@@ -124,6 +124,23 @@ def _panel_grid(n: int, width: float, height: float, ncols_max: int = 3):
     return fig, flat[:max(n, 1)]
 
 
+def _say(ax, text: str) -> None:
+    """An empty panel that says why it is empty."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _legend_entries(axes) -> tuple[list, list[str]]:
+    """One legend entry per label across all panels, in first-seen order."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    return handles, labels
+
+
 def _robustness_panel(ax, metrics_files: dict, arms: list[str], xs: list[int], benchmark: str,
                       kind: str | None, metric: str | None, references: dict[str, str],
                       comparisons: list[dict]) -> dict:
@@ -220,15 +237,8 @@ def robustness_curves(metrics_files: dict[str, dict[str, str]], arms: list[str],
         out[bench] = _robustness_panel(ax, metrics_files, arms, xs, bench, benchmarks[bench], metric,
                                        refs, comparisons or [])
     if not names:
-        why = "no post-trained arm in this run (posttrain.arms)" if not arms else "no judged benchmark to plot"
-        axes[0].text(0.5, 0.5, why, ha="center", va="center", transform=axes[0].transAxes)
-        axes[0].set_axis_off()
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
+        _say(axes[0], "no post-trained arm in this run (posttrain.arms)" if not arms else "no judged benchmark to plot")
+    handles, labels = _legend_entries(axes)
     marks = [m for d in out.values() for m in d["significant"]]
     if marks:
         from matplotlib.lines import Line2D
@@ -278,9 +288,7 @@ def _profile_panel(ax, docs: dict, models: list[str], benchmark: str, kind: str 
     ax.set_title(benchmark_title(benchmark, kind) + (f"\n[JUDGE {flag.upper()}: not evidence]" if flag else ""),
                  fontsize=10, color="firebrick" if flag else "black")
     if not dims:
-        ax.text(0.5, 0.5, f"no '{prefix}*' metrics for {benchmark} in the given models",
-                ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
+        _say(ax, f"no '{prefix}*' metrics for {benchmark} in the given models")
         return {"dimensions": labels, "series": series}
     width = 0.8 / max(1, len(models))
     for j, m in enumerate(models):
@@ -335,15 +343,8 @@ def dimension_profiles(metrics_files: dict[str, dict[str, str]], models: list[st
     for ax, b in zip(axes, names):
         out[b] = _profile_panel(ax, panels[b], models, b, benchmarks[b], prefix)
     if not names:
-        axes[0].text(0.5, 0.5, "no dimension-scored benchmark in the config", ha="center", va="center",
-                     transform=axes[0].transAxes)
-        axes[0].set_axis_off()
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
+        _say(axes[0], "no dimension-scored benchmark in the config")
+    handles, labels = _legend_entries(axes)
     if handles:  # outside the axes, so it never covers a bar
         fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=8,
                    title="model", title_fontsize=8, frameon=False)
@@ -468,8 +469,7 @@ def manipulation_figure(rows: list[dict], out_png: str, *, alpha: float = 0.05, 
             ax.text(0, -0.3, "\n".join(textwrap.wrap(d["verdict"], 120)), transform=ax.transAxes, fontsize=7,
                     va="top", ha="left")
     if not pairs:
-        axes[0][0].text(0.5, 0.5, "no pair of document arms with probes", ha="center", va="center")
-        axes[0][0].set_axis_off()
+        _say(axes[0][0], "no pair of document arms with probes")
     fig.tight_layout(h_pad=6)
     _save(fig, out_png, demo)
     return {f"{a}|{c}": d for (a, c), d in pairs.items()}

@@ -336,6 +336,8 @@ def _config_paths(cfg: dict):
         yield b, "local_file"
         yield b, "judge_prompt"
         yield b, "judge_validation"   # labelled answers of the judge gate: paths, or {path, ...}
+        if isinstance(b.get("write"), dict):
+            yield b["write"], "prompt_template"   # a model-written probe's own request template
         for k in list(d(b.get("task_args"))):  # inspect: dataset folders and files among the task's arguments
             yield b["task_args"], k
     for s in sources:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from ...io import DataUnavailable
+from ...io import DataError, DataUnavailable
 from ..bootstrap import bootstrap_ci, bootstrap_indices, percentile_ci  # noqa: F401 (re-exported)
 
 
@@ -141,3 +141,20 @@ def fill_placeholders(text: str, combo: dict[str, str], leave_names: bool = Fals
     for k, v in combo.items():
         text = text.replace("{{" + k + "}}", v)
     return _PLACEHOLDER.sub(lambda m: m.group(1).strip(), text) if leave_names else text
+
+
+PROMPT_SOURCES = ("auto", "inspect_evals", "builtin")
+
+
+def resolve_prompt_source(bench_cfg: dict, reference_available: Callable[[], bool]) -> str:
+    """A judged kind's ``prompt_source``: auto means the reference's own prompt when its package
+    imports (``reference_available``), else our wording; asking for the reference without it is an error."""
+    src = bench_cfg.get("prompt_source") or "auto"
+    if src not in PROMPT_SOURCES:
+        raise DataError(f"benchmark config key 'prompt_source': {src!r} is not one of {PROMPT_SOURCES}")
+    if src == "auto":
+        return "inspect_evals" if reference_available() else "builtin"
+    if src == "inspect_evals" and not reference_available():
+        raise DataError("benchmark config key 'prompt_source' is inspect_evals, but inspect_evals/inspect_ai "
+                        "cannot be imported: pip install inspect-ai==0.3.285 inspect-evals==0.26.0")
+    return src

@@ -63,6 +63,7 @@ import numpy as np
 
 from ....io import DataError, iter_jsonl
 from ..base import BenchmarkKind, Dataset, Verdict, did_you_mean, is_url
+from .. import common
 from ..common import (as_int, bootstrap_indices, extract_json, item_sort, load_hf_rows, mean, mean_metric,
                       fill_placeholders, metric, percentile_ci)
 
@@ -70,7 +71,7 @@ log = logging.getLogger(__name__)
 
 INVALID_TAG_POLICIES = ("drop_question", "drop_tag", "error")
 UNPARSEABLE_POLICIES = ("excluded", "incorrect")
-PROMPT_SOURCES = ("auto", "inspect_evals", "builtin")
+PROMPT_SOURCES = common.PROMPT_SOURCES
 
 ANIMA_DATASET = "CompassioninMachineLearning/anima"
 ANIMA_REVISION = "c658f00e80529c8b2d81bb89d95df6af4d4b5bf6"   # inspect_evals 0.26.0 anima/dataset.py
@@ -413,15 +414,7 @@ def reference_prompt_available() -> bool:
 
 
 def resolve_prompt_source(bench_cfg: dict) -> str:
-    src = bench_cfg.get("prompt_source") or "auto"
-    if src not in PROMPT_SOURCES:
-        raise DataError(f"benchmark config key 'prompt_source': {src!r} is not one of {PROMPT_SOURCES}")
-    if src == "auto":
-        return "inspect_evals" if reference_prompt_available() else "builtin"
-    if src == "inspect_evals" and not reference_prompt_available():
-        raise DataError("benchmark config key 'prompt_source' is inspect_evals, but inspect_evals/inspect_ai "
-                        "cannot be imported: pip install inspect-ai==0.3.285 inspect-evals==0.26.0")
-    return src
+    return common.resolve_prompt_source(bench_cfg, reference_prompt_available)
 
 
 def render_reference_prompt(unit: dict, source: str) -> str:

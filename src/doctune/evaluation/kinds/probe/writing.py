@@ -4,8 +4,8 @@ nobody has written probes for.
 For a probe benchmark with ``write: {generator, n, seed, max_attempts, max_length_ratio,
 prompt_template}`` and ``corpus: NAME``, item i is planned in a domain of the corpus's grid (an
 even, seeded walk: every domain once per round, a new order each round, so growing ``n`` keeps the
-first items) and asked for with the prompt template (``RESOURCES/prompts/probe_write.txt`` by
-default), filled from the corpus definition: its topic, guidance and key phrases. The reply must be
+first items) and asked for with the prompt template (the kind's ``prompts/write.txt``, or the file
+``write.prompt_template`` names), filled from the corpus definition: its topic, guidance and key phrases. The reply must be
 a JSON object ``{"prompt", "preferred", "dispreferred"}`` (structured output where the backend
 supports it). An item is kept when (``validate_item``):
 
@@ -189,8 +189,16 @@ def write_probes(benchmark: str, write_cfg: dict, corpus_def: dict, domains: lis
     return rep
 
 
-def load_prompt_template(resources_dir: str | Path, name: str) -> str:
-    p = Path(resources_dir) / "prompts" / name
+PROMPTS = Path(__file__).resolve().parent / "prompts"
+
+
+def template_file(write_cfg: dict) -> Path:
+    """The request template: ``write.prompt_template`` (a file) or this kind's prompts/write.txt."""
+    return Path(write_cfg.get("prompt_template") or PROMPTS / "write.txt")
+
+
+def load_prompt_template(write_cfg: dict) -> str:
+    p = template_file(write_cfg)
     if not p.is_file():
         raise DataError(f"probe prompt template {p} not found (write.prompt_template)")
     return p.read_text(encoding="utf-8")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ....io import DataError
 from ..base import BenchmarkKind, Dataset, Verdict, did_you_mean, is_url
+from .. import common
 from ..common import as_int, extract_json, fetch_url, item_sort, load_hf_rows, mean, mean_metric, metric
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def parse_rubric(text: str | None) -> dict | None:
 # The reference rubric format
 # --------------------------------------------------------------------------------------------
 
-PROMPT_SOURCES = ("auto", "inspect_evals", "builtin")
+PROMPT_SOURCES = common.PROMPT_SOURCES
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 
@@ -99,15 +100,7 @@ def reference_prompt_available() -> bool:
 
 
 def resolve_prompt_source(bench_cfg: dict) -> str:
-    src = bench_cfg.get("prompt_source") or "auto"
-    if src not in PROMPT_SOURCES:
-        raise DataError(f"benchmark config key 'prompt_source': {src!r} is not one of {PROMPT_SOURCES}")
-    if src == "auto":
-        return "inspect_evals" if reference_prompt_available() else "builtin"
-    if src == "inspect_evals" and not reference_prompt_available():
-        raise DataError("benchmark config key 'prompt_source' is inspect_evals, but inspect_evals cannot be "
-                        "imported: pip install inspect-ai==0.3.285 inspect-evals==0.26.0")
-    return src
+    return common.resolve_prompt_source(bench_cfg, reference_prompt_available)
 
 
 def render_rubric(question: str, answer: str, source: str) -> str:
