@@ -459,9 +459,9 @@ def reference_problems(cfg: dict) -> list[str]:
     idata = cfg.get("instruct_data") or {}
     if any(a.get("method") == "sft" and a.get("data") == "instruct" for a in arms.values()):
         if idata.get("generator") not in gens:
-            errs.append(_not_an_entry(f"instruct_data.generator", idata.get('generator'), gens, "a generators entry"))
+            errs.append(_not_an_entry("instruct_data.generator", idata.get('generator'), gens, "a generators entry"))
         if idata.get("corpus") and idata["corpus"] not in corpora:
-            errs.append(_not_an_entry(f"instruct_data.corpus", idata['corpus'], corpora, "a corpora entry"))
+            errs.append(_not_an_entry("instruct_data.corpus", idata['corpus'], corpora, "a corpora entry"))
     for name, a in arms.items():
         src = a.get("init_from")
         if src is not None:
@@ -494,7 +494,7 @@ def reference_problems(cfg: dict) -> list[str]:
     pt = cfg.get("posttrain") or {}
     for a in pt.get("arms") if isinstance(pt.get("arms"), list) else []:
         if a not in arms:
-            errs.append(_not_an_entry(f"posttrain.arms", a, arms, "an arms entry"))
+            errs.append(_not_an_entry("posttrain.arms", a, arms, "an arms entry"))
     for s in pt.get("sizes", []):
         if s not in (cfg.get("posttrain_data") or {}).get("sizes", []):
             errs.append(f"config key 'posttrain.sizes': {s} is not in posttrain_data.sizes")

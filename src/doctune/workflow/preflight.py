@@ -282,12 +282,11 @@ def _check_posttrain(ctx: _Ctx) -> None:
         except DataError as exc:
             ctx.report.error("", _msg(exc))
             return
-        n_good = _records_problem(records, fmt, str(src["path"]), ctx.report)
+        _records_problem(records, fmt, str(src["path"]), ctx.report)
         for i, n in enumerate(sizes):
             if n > len(records):
                 ctx.report.error(_key(f"posttrain_data.sizes[{i}]"),
                                  f"{n} samples asked for, but {src['path']} holds only {len(records)} records")
-        del n_good
     elif src.get("dataset"):
         _check_hub_dataset(ctx, src, "posttrain_data.source.dataset",
                            "the post-trained models ({arm}.postN) will be reported missing")
