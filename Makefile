@@ -1,7 +1,7 @@
 # One-command entry points (see README.md).
 #   make demo   - create .venv, install the pinned stack, run the offline demo DAG (rule all):
 #                 runs/demo/results/summary.tsv, .../stats/comparisons.tsv, .../plots/*.png
-#   make test   - create .venv, install the pinned stack (+ requirements-inspect.txt), run the whole test suite
+#   make test   - create .venv, install the pinned stack (+ requirements-inspect.txt, requirements-tracking.txt), run the whole test suite
 #                 (what CI runs: a test that would skip for missing ../shared data, SmolLM2 or SLURM fails)
 #   make test-fast - the unit tests only (no SLURM, no end-to-end DAG runs, no SmolLM2): minutes, for everyday work
 VENV ?= .venv
@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 CORES ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install install-inspect demo test test-fast lint dryrun report clean
+.PHONY: install install-inspect install-tracking demo test test-fast lint dryrun report clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,13 @@ $(VENV)/.installed-inspect: $(VENV)/.installed requirements-inspect.txt
 	$(PY) -m pip install -q -r requirements-inspect.txt
 	touch $@
 
+# Experiment tracking (wandb, trackio; config key tracking): only for the runs and tests that use it.
+install-tracking: $(VENV)/.installed-tracking
+
+$(VENV)/.installed-tracking: $(VENV)/.installed requirements-tracking.txt
+	$(PY) -m pip install -q -r requirements-tracking.txt
+	touch $@
+
 # The default target (rule all): the summary, the comparisons and the plots.
 demo: install
 	snakemake --configfile config/demo.yaml -c$(CORES)
@@ -42,10 +49,10 @@ demo: install
 	@echo; echo "== runs/demo/results/stats/comparisons.tsv =="; head -n 8 runs/demo/results/stats/comparisons.tsv | cut -f1-10
 	@echo; echo "== plots =="; ls -l runs/demo/results/plots/*.png
 
-test: install install-inspect
+test: install install-inspect install-tracking
 	DOCTUNE_REQUIRE_ALL=1 $(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
 
-test-fast: install install-inspect
+test-fast: install install-inspect install-tracking
 	$(PY) -m pytest -q -ra -m "not slow and not slurm" $(PYTEST_ARGS)
 
 lint: install

@@ -33,6 +33,14 @@ config.update(localize_paths(config, [LAUNCH_DIR, Path(workflow.basedir)], LAUNC
 # nothing runs until all are fixed. Jobs re-parsing this file check the schema only.
 config.update(snakefile_preflight(config, workflow.basedir, workflow.is_main_process))
 
+# At the end of a dry run (snakemake -n), the plan on stderr: API cost, GPU-hours and the smallest
+# differences the comparisons can detect (doctune.workflow.plan; off with plan.dry_run: false).
+# Other runs only register an exit handler that does nothing.
+if workflow.is_main_process:
+    from doctune.workflow.plan import print_after_dry_run
+
+    print_after_dry_run(workflow, config, LAUNCH_DIR)
+
 # Each run writes under its own folder, runs/RUN_NAME/ (config key run_name): rule paths stay
 # results/... relative to it, and it holds its own .snakemake/ (locks, metadata), so the demo,
 # small and paper runs sit side by side and can run at once. Snakemake's --directory overrides it.
@@ -46,6 +54,7 @@ config.update(localize_paths(config, [LAUNCH_DIR, Path(workflow.basedir)], Path.
 include: "rules/common.smk"
 include: "rules/documents.smk"
 include: "rules/data.smk"
+include: "rules/contamination.smk"
 include: "rules/train.smk"
 include: "rules/probes.smk"
 include: "rules/evaluate.smk"

@@ -7,6 +7,7 @@ from doctune.evaluation.kinds import get_kind
 from doctune.llm.registry import backend_info
 from doctune.workflow import layout as L   # where every file of the run lives
 from doctune.analysis.manipulation import manipulation_pairs
+from doctune.workflow.sweeps import sweep_arms, sweep_plan
 
 # A run killed with SIGKILL leaves Snakemake's locks behind; remove those no living Snakemake
 # holds, so rerunning the same command is enough (doctune.workflow.runlock).
@@ -54,12 +55,15 @@ RES = config["resources_dir"]
 GATE = {b: L.judge_gate(b) for b in JUDGED}
 # the manipulation check's pairs of document arms (doctune.analysis.manipulation)
 MC_PAIRS = manipulation_pairs(config)
+# sweeps (doctune.workflow.sweeps): their points are arms; the dose-response stage reads them
+SWEEPS = sweep_plan(config)
+SWEEP_POINTS = sweep_arms(config)
 PLOTS = [
     L.plot("robustness"),
     L.plot("dimension_profile"),
     L.plot("overview"),
     L.plot("loss_curves"),
-] + ([L.plot("manipulation")] if MC_PAIRS else [])
+] + ([L.plot("manipulation")] if MC_PAIRS else []) + [L.plot(f"dose_{s['name']}") for s in SWEEPS]
 
 wildcard_constraints:
     base=_alt(BASES),
@@ -78,6 +82,7 @@ wildcard_constraints:
     model=_alt(MODELS),
     tinybase=_alt(TINY_BASES),
     ggufbase=_alt(GGUF_BASES),
+    sweep=_alt([s["name"] for s in SWEEPS]),
 
 
 def resources_of(section):
@@ -195,14 +200,37 @@ def instruct_corpus_docs(wildcards):
     return []
 
 
+CONTAM = config["contamination"]
+# contamination.filter: training reads the corpora and instruct data without the flagged texts
+CONTAM_FILTER = CONTAM["enabled"] and CONTAM["filter"]
+
+
+def corpus_docs(corpus):
+    """The documents of a corpus that training reads."""
+    return L.documents_clean(corpus) if CONTAM_FILTER else L.documents(corpus)
+
+
 def arm_data(unit):
     a = config["arms"][dc.split_unit(unit)[0]]
     if a["method"] == "doc":
         corpora = a["corpus"] if isinstance(a["corpus"], list) else [a["corpus"]]
-        return [L.documents(c) for c in corpora]
+        if a.get("n_docs"):   # the first n documents of each corpus (rule doc_prefix)
+            return [L.documents_prefix(c, a["n_docs"]) for c in corpora]
+        return [corpus_docs(c) for c in corpora]
     if a.get("data") in (None, "instruct"):
-        return [L.instruct()]
+        return [L.instruct_clean() if CONTAM_FILTER else L.instruct()]
     return [a["data"]]
+
+
+def n_docs_key(corpus, n):
+    """The config key that asks for the first n documents of a corpus (for the prefix job's errors)."""
+    from doctune.workflow.sweeps import sweep_arms
+
+    points = sweep_arms(config)
+    for arm, a in config["arms"].items():
+        if a.get("n_docs") == int(n) and corpus in dc._as_list(a.get("corpus")):
+            return f"sweeps.{points[arm]}.vary.n_docs" if arm in points else f"arms.{arm}.n_docs"
+    return "n_docs"
 
 
 def judge_gpus(bench):
@@ -223,6 +251,14 @@ def replay_corpora(unit):
         return []
     c = a.get("corpus") or config["arms"][a["init_from"]].get("corpus")
     return c if isinstance(c, list) else [c]
+
+
+def replay_documents(arm):
+    """The documents an arm replays: those it was trained on (its prefixes with n_docs), or those
+    of the arm a preservation arm reuses."""
+    a = config["arms"][arm]
+    n = a.get("n_docs") if a.get("corpus") else config["arms"][a["init_from"]].get("n_docs") if a.get("init_from") else None
+    return [L.documents_prefix(c, n) if n else corpus_docs(c) for c in replay_corpora(arm)]
 
 
 def posttrain_data_file(wc):
@@ -284,6 +320,14 @@ def add_code_params():
     for r in workflow.rules:
         if r.name in jobs:
             r.set_params(code=hashes[r.name])
+
+
+def dose_models(sweep):
+    """The models a sweep's dose-response reads: its points, its control, the untrained base model,
+    and their post-trained models (a model left out of evaluation.models is reported missing)."""
+    ms = [p["arm"] for p in sweep["points"]] + [m for m in (sweep["control"], sweep["base"]) if m]
+    ms += [f"{m}.post{n}" for m in ms for n in POST_SIZES]
+    return [m for m in ms if m in REPORTED]
 
 
 def trained_units_of(arm):

@@ -110,3 +110,21 @@ rule documents:
         "../envs/generate.yaml"
     script:
         "../scripts/documents.py"
+
+
+rule doc_prefix:
+    """The first n documents of a corpus, for arms with n_docs (a sweep's smaller doses)."""
+    input:
+        lambda wc: corpus_docs(wc.corpus),
+    output:
+        L.documents_prefix(),
+    params:
+        key=lambda wc: n_docs_key(wc.corpus, wc.n),
+    log:
+        L.log("doc_prefix", "{corpus}.first{n}"),
+    benchmark:
+        L.bench("doc_prefix", "{corpus}.first{n}")
+    conda:
+        "../envs/stats.yaml"
+    script:
+        "../scripts/doc_prefix.py"

@@ -152,7 +152,7 @@ if LMEVAL:
 
 rule metrics:
     """Aggregate one model's scores on every benchmark: metrics with bootstrap CIs, n and n_missing,
-    and for judged benchmarks the judge gate's verdict."""
+    the completeness audit (n_planned, n_scored), and for judged benchmarks the judge gate's verdict."""
     input:
         scores=lambda wc: [metrics_input(wc.model, b) for b in BENCHMARKS],
         data=stage_data(BENCHMARKS),
@@ -163,6 +163,7 @@ rule metrics:
         benches={b: config["benchmarks"][b] for b in BENCHMARKS},
         data={b: local_inputs(b) for b in BENCHMARKS},
         gates=GATE,
+        epochs={b: gen_cfg(b)["epochs"] for b in BENCHMARKS},   # the completeness audit's plan
         n_bootstrap=config["evaluation"]["n_bootstrap"],
         seed=config["seed"],
     log:

@@ -112,6 +112,56 @@ if MC_PAIRS:
             "../scripts/manipulation_plot.py"
 
 
+DOSE_MODELS = sorted({m for s in SWEEPS for m in dose_models(s)})
+DOSE_STATES = {p["arm"]: [L.state(u) for u in trained_units_of(p["arm"])] for s in SWEEPS for p in s["points"]}
+
+
+if SWEEPS:
+
+    rule dose_response:
+        """Each sweep's curve per benchmark: points with CIs and training tokens, each point against
+        the control, the slope and monotone-trend tests (doctune.analysis.dose_response)."""
+        input:
+            metrics=[L.metrics(m, b) for m in DOSE_MODELS for b in BENCHMARKS],
+            states=sorted({f for fs in DOSE_STATES.values() for f in fs}),
+        output:
+            report(L.stats("dose_response"), caption="../report/dose_response.rst", category="Dose-response"),
+        params:
+            plan=SWEEPS,
+            metrics_files={m: {b: L.metrics(m, b) for b in BENCHMARKS} for m in DOSE_MODELS},
+            states=DOSE_STATES,
+            stats=config["stats"],
+            posttrain_sizes=POST_SIZES,
+            demo=config["demo"],
+        log:
+            L.log("dose_response"),
+        benchmark:
+            L.bench("dose_response")
+        conda:
+            "../envs/stats.yaml"
+        script:
+            "../scripts/dose_response.py"
+
+    rule dose_plot:
+        """One sweep's dose-response figure: value on x, the base model and the control as reference lines."""
+        input:
+            L.stats("dose_response"),
+        output:
+            report(L.plot("dose_{sweep}"), caption="../report/dose_response.rst", category="Figures"),
+        params:
+            demo=config["demo"],
+            alpha=config["stats"]["alpha"],
+            kinds=BENCH_KIND,
+        log:
+            L.log("dose_plot", "{sweep}"),
+        benchmark:
+            L.bench("dose_plot", "{sweep}")
+        conda:
+            "../envs/stats.yaml"
+        script:
+            "../scripts/dose_plot.py"
+
+
 AGREE = config["agreement"]
 AGREE_ON = bool(JUDGED) and AGREE["export"]
 RATINGS = [AGREE["ratings"]] if isinstance(AGREE["ratings"], str) else list(AGREE["ratings"] or [])
@@ -173,12 +223,16 @@ rule summary:
         metrics=ALL_METRICS,
         agreement=[L.agreement("agreement.json")] if AGREE_ON else [],
         manipulation=[L.stats("manipulation")] if MC_PAIRS else [],
+        dose=[L.stats("dose_response")] if SWEEPS else [],
+        contamination=list(CONTAM_TABLES.values()) + list(CONTAM_FILTERED.values()),
         gates=list(GATE.values()),
     output:
         report(L.summary(), caption="../report/summary.rst", category="Summary"),
     params:
         metrics_files=METRICS,
         gates=GATE,
+        contamination=CONTAM_TABLES,
+        filtered=CONTAM_FILTERED,
         demo=config["demo"],
     log:
         L.log("summary"),
@@ -208,7 +262,7 @@ rule plots:
         loss=report(L.plot("loss_curves"), caption="../report/loss_curves.rst", category="Figures"),
     params:
         metrics_files=METRICS,
-        arms=ARMS,
+        arms=[a for a in ARMS if a not in SWEEP_POINTS],   # sweep points have their own figure
         posttrain_arms=POST_ARMS,
         posttrain_sizes=POST_SIZES,
         base_of={a: config["arms"][a].get("base_model") for a in POST_ARMS},

@@ -52,7 +52,7 @@ rule replay_data:
     """Post-training data with replay: n standard samples + round(f x n) of the arm's documents."""
     input:
         posttrain=L.posttrain(),
-        documents=lambda wc: [L.documents(c) for c in replay_corpora(wc.arm_name)],
+        documents=lambda wc: replay_documents(wc.arm_name),
     output:
         L.posttrain(replay="{arm_name}"),
     params:

@@ -13,9 +13,9 @@ model = sm.wildcards.model
 def unit(bench, scores, out):
     cfg = dict(p.benches[bench])
     return {"name": bench, "outputs": [out], "inputs": [scores, *p.data[bench]],
-            "config": {"bench": cfg, "n_bootstrap": p.n_bootstrap, "seed": p.seed},
+            "config": {"bench": cfg, "n_bootstrap": p.n_bootstrap, "seed": p.seed, "epochs": p.epochs[bench]},
             "body": lambda: compute_metrics(model, bench, cfg, scores, out, n_bootstrap=int(p.n_bootstrap),
-                                            seed=int(p.seed), gate=p.gates.get(bench))}
+                                            seed=int(p.seed), gate=p.gates.get(bench), epochs=int(p.epochs[bench]))}
 
 
 assert [Path(o).name.rsplit(".", 1)[0] for o in sm.output] == list(p.benches), "outputs and benchmarks out of step"

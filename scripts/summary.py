@@ -8,4 +8,7 @@ run(snakemake, lambda: write_summary({m: dict(b) for m, b in snakemake.params.me
                                      snakemake.output[0], demo=bool(snakemake.params.demo),
                                      agreement=i.agreement[0] if i.agreement else None,
                                      manipulation=i.manipulation[0] if i.manipulation else None,
+                                     dose=i.dose[0] if i.dose else None,
+                                     contamination=(dict(snakemake.params.contamination),
+                                                    dict(snakemake.params.filtered)),
                                      gates=dict(snakemake.params.gates)))

@@ -20,6 +20,8 @@ def main():
                   name=Path(out_dir).name)
     prepare_train_dir(out_dir, {"kwargs": kwargs, "data": [sha256_path(d) for d in data],
                                 "init": model_fingerprint(init or base)})
+    # tracking comes from the config, not params: changing it must not rerun or restart training
+    kwargs.update(tracking=snakemake.config.get("tracking"), run_group=snakemake.config.get("run_name"))
     launch_training(kwargs, int(snakemake.params.gpus))
 
 

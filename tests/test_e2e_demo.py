@@ -101,6 +101,40 @@ def test_summary_has_every_model_benchmark_metric(demo_run):
             float(r["value"])
 
 
+def test_sweep_dose_response_and_contamination(demo_run):
+    """The tiny config's sweep (doc~n_docs=2, doc~n_docs=4): each point trained on a prefix of the
+    corpus and says which documents it saw; the dose-response table, its figure and summary rows;
+    the contamination guard's tables and counts for every source x benchmark."""
+    import json
+
+    from doctune.io import read_jsonl
+
+    res = demo_run / RUN / "results"
+    docs = [d["id"] for d in read_jsonl(res / "documents/animal_welfare_ai.jsonl")]
+    for n in (2, 4):
+        assert [d["id"] for d in read_jsonl(res / f"documents/animal_welfare_ai.first{n}.jsonl")] == docs[:n]
+        state = json.loads((res / f"models/doc~n_docs={n}/trainer_state.json").read_text())
+        assert state["data_stats"]["document_ids"] == docs[:n]
+    lines = [x for x in (res / "stats/dose_response.tsv").read_text().splitlines() if not x.startswith("#")]
+    rows = list(csv.DictReader(lines, delimiter="\t"))
+    cfg = yaml.safe_load((demo_run / "config/tiny.yaml").read_text())
+    for bench in cfg["benchmarks"]:
+        points = [r for r in rows if r["benchmark"] == bench and r["row_type"] == "point" and r["stage"] == "trained"]
+        assert sorted(r["model"] for r in points) == ["doc~n_docs=2", "doc~n_docs=4"], bench
+        assert all(r["train_tokens"] and r["control"] == "control" for r in points)
+        assert [r for r in rows if r["benchmark"] == bench and r["row_type"] == "trend"], bench
+    assert (res / "plots/dose_docs.png").stat().st_size > 10_000
+    summary = read_summary(res / "summary.tsv")
+    assert {r["benchmark"] for r in summary if r["model"] == "sweep:docs"} == set(cfg["benchmarks"])
+    contam = [r for r in summary if r["model"].startswith("contamination:")]
+    sources = {"animal_welfare_ai", "urban_density", "data.instruct", "probes.welfare_probe", "probes.urban_probe"}
+    assert {r["model"].split(":", 1)[1] for r in contam} == sources
+    assert len(contam) == len(sources) * len(cfg["benchmarks"]) - 2      # a probe set is not checked against itself
+    assert all(r["status"] == "ok" and r["value"] != "" for r in contam), contam
+    for s in sources:
+        assert (res / f"contamination/{s}.tsv").stat().st_size > 0
+
+
 def test_summary_values_trace_back_to_metrics_files(demo_run):
     import json
 

@@ -1,33 +1,15 @@
-"""An unavailable data set (hub unreachable, gated, a file missing) is reported as missing for what
+"""An unavailable data set (hub unreachable, gated, not cached offline) is reported as missing for what
 needs it, and the rest of the run goes on: markers written by doctune.workflow.pipeline.run, passed along
 by the rules that cannot use them, read by metrics and the summary."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from doctune.io import DataUnavailable, missing_marker, write_missing_marker
 from doctune.workflow.pipeline import data_unavailable, run
-
-
-class Named(list):
-    def __init__(self, items=(), **named):
-        super().__init__(items)
-        self.__dict__.update(named)
-
-    def items(self):
-        return [(k, v) for k, v in self.__dict__.items()]
-
-
-class FakeSM:
-    def __init__(self, rule, inputs, outputs, tmp):
-        self.rule = rule
-        self.input = Named(map(str, inputs))
-        self.output = Named(map(str, outputs))
-        self.log = Named([str(tmp / "logs" / f"{rule}.log")])
-        self.params = Named()
+from harness.snakemake_stub import FakeSM
 
 
 @pytest.fixture(autouse=True)
@@ -70,14 +52,24 @@ def test_other_errors_still_fail(tmp_path):
     assert not out.exists()
 
 
-def test_errors_from_inside_the_datasets_library_count_as_unavailable(tmp_path):
+def test_only_hub_problems_from_inside_the_datasets_library_count_as_unavailable(tmp_path, monkeypatch):
+    """A dataset the hub cannot give offline is unavailable; a local file that is not there or a
+    wrong split is the user's to fix (doctune.workflow.hub.hub_problem sorts them; tests/test_failures.py)."""
     datasets = pytest.importorskip("datasets")
-    try:
-        datasets.load_dataset("json", data_files=str(tmp_path / "not-there.jsonl"), split="train")
-    except Exception as exc:  # noqa: BLE001
-        assert data_unavailable(exc)
-    else:  # pragma: no cover
-        pytest.fail("load_dataset found a file that does not exist")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"a": 1}\n')
+    cases = [(("no-such-org/no-such-dataset",), {"split": "train"}, True),
+             (("json",), {"data_files": str(tmp_path / "not-there.jsonl"), "split": "train"}, False),
+             (("json",), {"data_files": str(data), "split": "tset"}, False)]
+    for args, kw, unavailable in cases:
+        try:
+            datasets.load_dataset(*args, **kw)
+        except Exception as exc:  # noqa: BLE001
+            assert data_unavailable(exc) is unavailable, exc
+        else:  # pragma: no cover
+            pytest.fail(f"load_dataset{args} {kw} did not fail")
     try:
         json.loads("{")
     except ValueError as exc:

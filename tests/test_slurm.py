@@ -179,8 +179,9 @@ def _since() -> str:
 def _demo_config(work: Path, gpus: int = 1, **training) -> str:
     """config/tiny.yaml cut to what the profile's paths need, with training on one (fake) GPU so
     the GPU path of the profile is exercised: every rule kind runs (documents, instruct data, the
-    three arms on the GPU, one post-training, completions, a judged benchmark and a log-prob one,
-    the scoring and stats groups), but with two benchmarks and one post-trained arm. Inside a
+    three arms and the 2-point sweep's arms on the GPU, one post-training, completions, a judged
+    benchmark and a log-prob one, the scoring and stats groups, the dose-response table), but with
+    two benchmarks and one post-trained arm. Inside a
     group submission the packed jobs run one after another (about 7 s each on the 2-CPU test node),
     and the executor plugin checks on a running job less and less often (10 s more each time), so
     the whole tiny config took 12.5 minutes here and this cut takes 10."""
@@ -243,6 +244,12 @@ def test_demo_dag_on_slurm(cluster, demo_on_slurm):
         assert "gres/gpu=1" in j["tres"], j
         assert "mem=4000M" in j["tres"], j
     assert not any("gres/gpu" in j["tres"] for j in jobs if j["comment"].startswith("rule_completions"))
+    # the tiny config's 2-point sweep: each point is its own training job with its GPU, and the
+    # dose-response table (which the summary reads) comes out
+    points = [j for j in train if "doc~n_docs=" in j["comment"]]
+    assert len(points) == 2 and len({j["id"] for j in points}) == 2, [j["comment"] for j in train]
+    dose = (work / RUN / "results" / "stats" / "dose_response.tsv").read_text()
+    assert "doc~n_docs=2" in dose and "doc~n_docs=4" in dose
     # small jobs were packed: fewer SLURM jobs than Snakemake jobs, and group submissions exist
     prof = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     groups = [j for j in jobs if any(j["comment"].startswith(f"rule_{g}_") for g in prof["group-components"])]

@@ -4,6 +4,8 @@
     doctune trace FILE --json                # the same as JSON
     doctune trace FILE --strict              # exit 1 if any link is not current
     doctune trace FILE --depth 2             # only the last two steps
+    doctune plan config/config.yaml          # API cost, GPU-hours and detectable differences, before paying
+    doctune plan CONFIG --pilot runs/demo    # the same with a pilot run's measurements
 """
 from __future__ import annotations
 
@@ -78,7 +80,45 @@ def build_parser() -> argparse.ArgumentParser:
                     "run (RUN/results/benchmarks/); job times overlap when jobs run in parallel.")
     p.add_argument("run", nargs="?", default=".", help="the run folder, e.g. runs/demo (default: .)")
     p.set_defaults(func=_times)
+    p = sub.add_parser(
+        "plan", help="print what a config will cost and what it can detect, before anything runs",
+        description="Per stage: API requests, tokens and cost at the config's prices (documents, "
+                    "instruction data, model-written probes, judge calls, the judge gate); GPU-hours of "
+                    "training and evaluation; and for every primary comparison the minimum detectable "
+                    "difference at stats.alpha and plan.power. Each number says where it comes from: the "
+                    "config, a local file, a pilot run's measurement (--pilot) or an assumption (a plan.* "
+                    "config key). Nothing is called or written. Formulas: docs/PLAN.md.")
+    p.add_argument("config", help="a config file, e.g. config/config.yaml (paths in it are relative to the "
+                                  "working directory, as for snakemake)")
+    p.add_argument("--pilot", default=None, metavar="RUN",
+                   help="a run folder (runs/NAME) whose measurements replace the assumptions they cover: "
+                        "per-job timings, train_metrics.jsonl tokens/s, documents/probes/instruct reports, "
+                        "judge ledgers, completions, per-item scores")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=_plan)
     return parser
+
+
+def _plan(args) -> int:
+    from .workflow.config import ConfigError, load_yaml, validate_config
+    from .workflow.plan import build_plan, format_plan
+
+    path = Path(args.config)
+    if not path.is_file():
+        print(f"doctune plan: {path} does not exist", file=sys.stderr)
+        return 2
+    try:
+        cfg = validate_config(load_yaml(path.read_text(encoding="utf-8")) or {})
+    except ConfigError as exc:
+        print(f"doctune plan: {path}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        plan = build_plan(cfg, args.pilot)
+    except FileNotFoundError as exc:
+        print(f"doctune plan: {exc}", file=sys.stderr)
+        return 2
+    _print(json.dumps(plan, indent=2, default=str) if args.json else format_plan(plan, str(path)).rstrip("\n"))
+    return 0
 
 
 def _times(args) -> int:

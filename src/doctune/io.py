@@ -15,9 +15,18 @@ class DataError(ValueError):
 
 
 class DataUnavailable(RuntimeError):
-    """A data set cannot be had right now (hub unreachable, gated, a file missing on the hub).
-    Not a user error: the rule writes a "missing" marker and what needs the data is reported
-    missing in the summary while the rest of the run goes on (see doctune.workflow.pipeline.run)."""
+    """A data set cannot be had right now: the hub is unreachable, the dataset is gated, or it is
+    not cached while offline (doctune.workflow.hub.hub_problem says which). Not a user error:
+    the rule writes a "missing" marker and what needs the data is reported missing in the summary
+    while the rest of the run goes on (see doctune.workflow.pipeline.run)."""
+
+
+class DatasetError(DataError):
+    """A data set that cannot be read as the config asks (a wrong split or config name, a bad
+    column, a file that is not there, a repository the hub does not have): the user's to fix, so
+    the job fails, with one line naming the data set (doctune.workflow.pipeline.run)."""
+
+    user_error = True   # doctune.workflow.pipeline.run prints one line, no traceback
 
 
 MISSING_FLAG = "missing_data"

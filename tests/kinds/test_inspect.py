@@ -82,6 +82,9 @@ def test_anima_on_tiny_model_matches_inspect_log(tmp_path, tiny_spec):
     assert items["overall_mean"] == pytest.approx({k: sum(v) / len(v) for k, v in per.items()})
     assert metrics["overall_mean"]["ci_low"] is not None or len(per) < 2
     assert kind.default_primary(kind.read_scores(str(out))) == "overall_mean"
+    # the completeness audit: the samples Inspect planned (after limit) x epochs, all scored
+    assert doc["n_samples"] == n_q and kind.plan(cfg, doc)["n_planned"] == 2 * n_q
+    assert kind.scored_units(doc, cfg) == 2 * n_q
     # the generation budget reached Inspect
     assert all(s.output.usage.output_tokens <= 8 for s in log.samples)
 
@@ -236,3 +239,21 @@ def doc_metric_matches(metrics_doc, summary):
     """Every metric value in our metrics file is Inspect's own number from the task's log."""
     return all(metrics_doc["metrics"][k]["value"] == pytest.approx(v) for k, v in summary["metrics"].items()
                if v is not None)
+
+
+def test_a_task_whose_data_fails_otherwise_stops_the_job(tmp_path, tiny_spec, monkeypatch):
+    """Only data that cannot be had right now (gated, offline, unreachable) is missing: any other
+    failure while the task loads its data stops the job with its message."""
+    import huggingface_hub
+
+    from doctune.io import DatasetError
+
+    def broken(*a, **k):
+        raise ValueError('Unknown split "tset". Should be one of [\'train\'].')
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", broken)
+    monkeypatch.delenv("TAC_LOCAL_SCENARIOS", raising=False)
+    with pytest.raises(DatasetError, match="Unknown split"):
+        run_inspect_task(tiny_spec, _cfg("inspect_evals/tac", needs_grader=False), str(tmp_path / "t.json"),
+                         str(tmp_path / "t.eval"), model_name="base", gen=GEN)
+    assert not (tmp_path / "t.json").exists()

@@ -18,7 +18,9 @@ for word measures memorised text, not a disposition) is reported with every row 
 
 The training tokens of both arms are read from their ``trainer_state.json`` (the same token budget
 is what makes them comparable; a relative difference above ``token_tolerance`` is flagged). Every
-pair gets a verdict in words, also when nothing moved.
+pair gets a verdict in words, also when nothing moved. A comparison whose side scored fewer units
+than the run planned (the completeness audit) says so in its note, ``INCOMPLETE: MODEL scored N of
+M planned units`` (from ``compare_one``), and the pair's verdict line repeats it for own and other.
 
 Output ``results/stats/manipulation.tsv`` (COLUMNS; one verdict line per pair comes first, with
 ``row_type`` verdict) and its provenance sidecar.
@@ -88,8 +90,11 @@ def manipulation_pairs(cfg: dict) -> list[dict]:
     naming the config key when an explicit pair cannot be checked."""
     arms = cfg.get("arms") or {}
     probes = probe_benchmarks(cfg)
+    from ..workflow.sweeps import sweep_arms
+
+    points = sweep_arms(cfg)   # sweep points: the dose-response table compares them with the control
     doc_arms = [a for a, v in arms.items() if v.get("method", "doc") == "doc" and not v.get("init_from")
-                and _single_corpus(v)]
+                and _single_corpus(v) and a not in points]
     mc = cfg.get("manipulation_check") or {}
     explicit = mc.get("pairs")
     if explicit is None:
@@ -212,6 +217,7 @@ def run_manipulation_check(pairs: list[dict], metrics_files: dict[str, dict[str,
                                             "value_b", "status", "note")}}
             if probe in overlap_note:
                 row["note"] = "; ".join(x for x in (row["note"], overlap_note[probe]) if x)
+            row["_incomplete"] = r.get("completeness_note")   # an incomplete side: the verdict says so too
             rows.append(row)
     adj = holm([r["p_value"] for r in rows])
     for r, p in zip(rows, adj):
@@ -232,10 +238,14 @@ def run_manipulation_check(pairs: list[dict], metrics_files: dict[str, dict[str,
                          "p_holm": own["p_holm"], "significant": own["significant"], "n": own["n"],
                          "status": own["status"], "verdict": text,
                          "note": "; ".join(x for x in (
+                             *(r["_incomplete"].replace("INCOMPLETE:", f"INCOMPLETE on {r['probe']}:", 1)
+                               for r in rows[4 * i: 4 * i + 2] if r.get("_incomplete")),
                              None if tokens_ok is not False else
                              f"token budgets differ by more than {tol:.0%} (ratio {ratio:.3f})",
                              *(overlap_note.get(pr) for pr in (pair["arm_probe"], pair["control_probe"])))
                              if x) or None})
+    for r in rows:
+        r.pop("_incomplete", None)
     rows = verdicts + rows
     banner = DEMO_BANNER if demo else None
     atomic_write_text(out, format_tsv(rows, COLUMNS, banner))

@@ -3,7 +3,8 @@
 Per-item scores are averaged over the seeds (so comparisons test seed-averaged per-question
 scores), each metric's value is the mean over seeds, and the spread across seeds is reported
 (seed_values, seed_sd, a t-interval across seeds). A seed whose metric is missing is left out of
-that metric and counted in n_seeds_missing; it is never averaged in as 0."""
+that metric and counted in n_seeds_missing; it is never averaged in as 0. The completeness audit
+(n_planned, n_scored) adds up the seeds' (``seed_completeness``)."""
 from __future__ import annotations
 
 import math
@@ -34,6 +35,30 @@ def _bootstrap_ci(x: np.ndarray, n_bootstrap: int, seed: int, level: float = 0.9
     return float(lo), float(hi)
 
 
+def seed_completeness(per_seed: dict[str, dict]) -> dict:
+    """The completeness audit of a seed average: every seed model's plan and scored units added
+    up (a seed whose benchmark is missing scored none of its plan), so the average is complete
+    only when every seed is. The seeds share the benchmark's config, so a seed whose file holds
+    no plan (a missing marker) is counted with another seed's; n_planned is null when no seed's
+    plan is known. ``plan.by_seed`` keeps each seed's own counts."""
+    def _int(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    known = [d.get("n_planned") for d in per_seed.values() if _int(d.get("n_planned"))]
+    planned = [d.get("n_planned") if _int(d.get("n_planned")) else (known[0] if known else None)
+               for d in per_seed.values()]
+    scored = [d.get("n_scored") if d.get("status") == "ok" else (d.get("n_scored") or 0)
+              for d in per_seed.values()]
+    n_planned = sum(planned) if known else None
+    n_scored = sum(scored) if all(_int(x) for x in scored) else None
+    return {"n_planned": n_planned, "n_scored": n_scored,
+            "complete": None if n_planned is None or n_scored is None else n_planned == n_scored,
+            "plan": {"unit": next((d.get("plan", {}).get("unit") for d in per_seed.values()
+                                   if isinstance(d.get("plan"), dict) and d["plan"].get("unit")), "units"),
+                     "by_seed": {m: {"n_planned": d.get("n_planned"), "n_scored": d.get("n_scored")}
+                                 for m, d in per_seed.items()}}}
+
+
 def aggregate_seed_metrics(model: str, benchmark: str, seed_files: dict[str, str], out: str,
                            n_bootstrap: int = 2000, seed: int = 0) -> dict:
     """Write the seed-averaged metrics JSON of `model` from its seed models' metrics files."""
@@ -48,10 +73,11 @@ def aggregate_seed_metrics(model: str, benchmark: str, seed_files: dict[str, str
     }
     if not ok:
         reasons = "; ".join(f"{m}: {d.get('reason')}" for m, d in per_seed.items())
-        result.update(status="missing", reason=f"no seed model has this benchmark ({reasons})")
+        result.update(status="missing", reason=f"no seed model has this benchmark ({reasons})",
+                      **seed_completeness(per_seed))
         atomic_write_json(out, result)
         return result
-    result.update(status="ok", reason=None)
+    result.update(status="ok", reason=None, **seed_completeness(per_seed))
     names: list[str] = []
     for d in ok.values():
         names += [k for k in d.get("metrics", {}) if k not in names]

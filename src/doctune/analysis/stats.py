@@ -14,6 +14,13 @@ Each comparison row compares one metric of one benchmark between two models (a -
 p-values are corrected with Holm's step-down method within each family (default: every row of
 the file). A row whose inputs are missing stays in the table with ``status = missing`` and a note
 naming what is missing; its p-values are empty.
+
+Completeness: a row whose side's metrics file scored fewer (or other) units than the run planned
+(``n_planned`` != ``n_scored``, doctune.evaluation.metrics) keeps its test and status but says so:
+column ``completeness`` is ``incomplete`` and the note starts with ``INCOMPLETE: MODEL scored N of
+M planned units`` (after a failed judge gate's flag); ``complete`` when both sides' counts agree,
+``unknown`` when a side's plan could not be counted. The manipulation check and the dose-response
+rows built on ``compare_one`` carry the same note.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ CONTRACT_COLUMNS = ["benchmark", "metric", "model_a", "model_b", "diff", "ci_low
                     "p_value", "test", "n"]
 COLUMNS = CONTRACT_COLUMNS + ["value_a", "value_b", "p_holm", "n_missing", "p_t", "p_wilcoxon",
                               "p_permutation", "status", "note", "family", "significant",
-                              "n_seeds_a", "n_seeds_b", "judge_gate"]
+                              "n_seeds_a", "n_seeds_b", "judge_gate", "completeness"]
 
 # Keys run_comparisons takes beside the config's stats section (the rule passes them).
 RUN_KEYS: dict[str, Any] = {"posttrain_sizes": [], "demo": False}
@@ -196,6 +203,23 @@ class MetricData:
     missing: str | None = None  # reason, when the metric is not available
     notes: list[str] = field(default_factory=list)
     n_seeds: int = 1  # training seeds behind the scores (seed averages have several)
+    n_planned: int | None = None  # the completeness audit of its metrics file: units the run planned
+    n_scored: int | None = None   # ... and units that got a usable score (None: unknown)
+
+    @property
+    def incomplete(self) -> bool:
+        return self.n_planned is not None and self.n_scored is not None and self.n_planned != self.n_scored
+
+
+def completeness_note(n_planned: int | None, n_scored: int | None) -> str | None:
+    """``"scored 798 of 1,140 planned units"`` when the two counts differ, else None."""
+    if n_planned is None or n_scored is None or n_planned == n_scored:
+        return None
+    return f"scored {n_scored:,} of {n_planned:,} planned units"
+
+
+def _count(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
 def _num(x: Any, where: str) -> float | None:
@@ -260,7 +284,8 @@ def metric_data(doc: dict | str, metric: str, model: str) -> MetricData:
         ci_high=_num(m.get("ci_high"), f"{where}.ci_high"),
         stderr=_num(m.get("stderr"), f"{where}.stderr"),
         n=m.get("n"), n_missing=m.get("n_missing"),
-        n_seeds=int(m.get("n_seeds", doc.get("n_seeds", 1)) or 1))
+        n_seeds=int(m.get("n_seeds", doc.get("n_seeds", 1)) or 1),
+        n_planned=_count(doc.get("n_planned")), n_scored=_count(doc.get("n_scored")))
     raw_items = (doc.get("items") or {}).get(metric)
     if raw_items is not None:
         if not isinstance(raw_items, dict):
@@ -462,6 +487,22 @@ def _se(md: MetricData) -> float | None:
 
 
 # ----------------------------------------------------------------------------- one row
+def _completeness(row: dict, model_a: str, ma: MetricData, model_b: str, mb: MetricData) -> None:
+    """Flag a comparison that rests on an incomplete side (its metrics file scored fewer, or other,
+    units than the run planned): ``completeness`` incomplete, complete (both sides' counts agree)
+    or unknown (a side's plan could not be counted), and an INCOMPLETE note naming the side and
+    its counts (``completeness_note`` keeps it for the tables that build on this row)."""
+    sides = [(m, md) for m, md in ((model_a, ma), (model_b, mb))]
+    bad = [f"{m} {completeness_note(md.n_planned, md.n_scored)}" for m, md in sides if md.incomplete]
+    if bad:
+        row["completeness"] = "incomplete"
+        row["completeness_note"] = "INCOMPLETE: " + "; ".join(bad)
+    elif all(md.n_planned is not None and md.n_scored is not None for _, md in sides):
+        row["completeness"] = "complete"
+    else:
+        row["completeness"] = "unknown"
+
+
 def compare_one(benchmark: str, metric: str, model_a: str, model_b: str, family: str,
                 ma: MetricData, mb: MetricData, cfg: dict) -> dict:
     row: dict[str, Any] = {c: None for c in COLUMNS}
@@ -473,6 +514,9 @@ def compare_one(benchmark: str, metric: str, model_a: str, model_b: str, family:
         row["status"] = "missing"
         row["note"] = "; ".join(r for r in (ma.missing, mb.missing) if r)
         return row
+    _completeness(row, model_a, ma, model_b, mb)
+    if row.get("completeness_note"):
+        notes.append(row["completeness_note"])
     level = cfg["ci_level"]
     rng = _rng(cfg["seed"], benchmark, metric, model_a, model_b)
     for name, md in ((model_a, ma), (model_b, mb)):

@@ -2,13 +2,24 @@
 
 Columns: model, benchmark, metric, value, ci_low, ci_high, n, n_missing, status, note, primary,
 n_seeds, seed_sd, n_dropped (questions the loader dropped, e.g. for a tag naming no dimension; the
-note names their tags), p_value, judge_gate.
+note names their tags), p_value, judge_gate, n_planned (the units the run planned for the model x
+benchmark: the completeness audit of its metrics file).
+
+Status: ``ok``; ``incomplete`` when the metrics file scored another number of units than the run
+planned (``n_scored`` != ``n_planned``): every row of that model x benchmark whose value could be
+computed says so, with the counts in the note (``scored 798 of 1,140 planned units``); ``missing``
+when a value could not be computed (a missing file is still ``missing``).
 
 Row order: the manipulation check first (``doctune.analysis.manipulation``: per pair of document arm and
 control, metric ``manipulation_check`` with the verdict in words in ``note``, then metrics
 ``manipulation:own``, ``manipulation:other``, ``manipulation:arm_vs_base`` and
 ``manipulation:control_vs_base``: differences of the probe margin with CI and paired p; model
-``A - B``), then every metric of every model and benchmark, then the judge gates (model
+``A - B``), then every metric of every model and benchmark, then the dose-response rows of the
+sweeps (``doctune.analysis.dose_response.summary_rows``: each sweep's trend per benchmark, model
+``sweep:NAME``, and each point against the control), then the contamination guard's counts
+(model ``contamination:SOURCE``, metric ``contamination:texts_flagged``: texts of the source flagged
+against the benchmark's items, n = texts checked; ``missing`` when the benchmark's items could not
+be read), then the judge gates (model
 ``judge:NAME``, metrics ``judge_gate:kappa`` and ``judge_gate:accuracy`` against labelled answers,
 with CIs), then the agreement rows. ``judge_gate`` is the gate's verdict (passed, failed,
 unvalidated) on every row of a judged benchmark: a benchmark whose judge did not pass is flagged
@@ -23,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from ..io import DataError, atomic_write_text
-from .stats import DEMO_BANNER, format_tsv, load_metrics_file
+from .stats import DEMO_BANNER, completeness_note, format_tsv, load_metrics_file
 
 COLUMNS = ["model", "benchmark", "metric", "value", "ci_low", "ci_high", "n", "n_missing",
-           "status", "note", "primary", "n_seeds", "seed_sd", "n_dropped", "p_value", "judge_gate"]
+           "status", "note", "primary", "n_seeds", "seed_sd", "n_dropped", "p_value", "judge_gate",
+           "n_planned"]
 DEMO_NOTE = "DEMO: numbers exercise the pipeline, no evidence"
 
 
@@ -107,6 +119,8 @@ def summary_rows(metrics_files: dict[str, dict[str, str]],
             rows.append(_missing_row(model, bench, primary or "", why))
             continue
         gate = doc.get("judge_gate") if isinstance(doc.get("judge_gate"), dict) else None
+        n_planned = _count(doc.get("n_planned"), f"{path}: n_planned")
+        short = completeness_note(n_planned, _count(doc.get("n_scored"), f"{path}: n_scored"))
         for name, m in metrics.items():
             where = f"{path}: metrics[{name!r}]"
             row = {"model": model, "benchmark": bench, "metric": name,
@@ -126,9 +140,11 @@ def summary_rows(metrics_files: dict[str, dict[str, str]],
                 row["status"] = "missing"
                 notes.append(m.get("reason") or m.get("note") or "value could not be computed")
             else:
-                row["status"] = "ok"
+                row["status"] = "incomplete" if short else "ok"
                 if row["n_missing"]:
                     notes.append(f"{row['n_missing']} unit(s) missing")
+            if short:
+                notes.insert(0, short)
             if row["status"] == "missing":
                 for k in ("value", "ci_low", "ci_high"):
                     row[k] = None if status != "ok" else row[k]
@@ -139,6 +155,7 @@ def summary_rows(metrics_files: dict[str, dict[str, str]],
                 if gate.get("status") != "passed":
                     notes.insert(0, gate.get("note") or f"judge gate {gate.get('status')}")
             row["n_dropped"] = n_dropped
+            row["n_planned"] = n_planned
             row["note"] = "; ".join(notes) or None
             rows.append(row)
     return rows
@@ -196,7 +213,9 @@ def gate_rows(gates: dict[str, str]) -> list[dict]:
 
 def write_summary(metrics_files: dict[str, dict[str, str]], out: str, demo: bool = False,
                   expected: list[tuple[str, str]] | None = None, agreement: str | None = None,
-                  manipulation: str | None = None, gates: dict[str, str] | None = None) -> list[dict]:
+                  manipulation: str | None = None, gates: dict[str, str] | None = None,
+                  dose: str | None = None,
+                  contamination: tuple[dict[str, str], dict[str, str]] | None = None) -> list[dict]:
     """Write the summary TSV and its provenance sidecar; returns the rows.
 
     metrics_files = {model: {benchmark: path}}; expected = (model, benchmark) pairs that must
@@ -205,6 +224,14 @@ def write_summary(metrics_files: dict[str, dict[str, str]], out: str, demo: bool
     TSV (its rows come first); gates = {benchmark: judge gate file} (their rows follow the metrics)."""
     rows = manipulation_rows(manipulation) if manipulation else []
     rows += summary_rows(metrics_files, expected)
+    if dose:
+        from .dose_response import summary_rows as dose_rows
+
+        rows += dose_rows(dose)
+    if contamination and contamination[0]:
+        from ..data.contamination import summary_rows as contamination_rows
+
+        rows += contamination_rows(*contamination)
     rows += gate_rows(gates or {})
     if agreement:
         from .agreement import agreement_summary_rows
@@ -219,6 +246,8 @@ def write_summary(metrics_files: dict[str, dict[str, str]], out: str, demo: bool
     inputs = [p for per in metrics_files.values() for p in per.values() if Path(p).exists()]
     inputs += [agreement] if agreement else []
     inputs += [manipulation] if manipulation else []
+    inputs += [dose] if dose else []
+    inputs += [p for d in (contamination or ({}, {})) for p in d.values() if Path(p).exists()]
     inputs += [p for p in (gates or {}).values() if Path(p).exists()]
     write_sidecar(out, inputs, {"demo": demo, "expected": [list(x) for x in expected or []]},
                   rule="summary")

@@ -67,6 +67,19 @@ def _pair_plan(i: int, seed: int, themes: list[str], domains: list[str]) -> dict
             "seed": int(stable_hash(["doctune-instruct", seed, i], 8), 16) & 0x7FFFFFFF}
 
 
+def load_prompts(resources_dir: str | Path, instruct_cfg: dict) -> tuple[dict, list[str], list[str], str, str]:
+    """(corpus definition, grid domains, themes, question template, answer system prompt): what
+    the question and answer requests are made of (also read by doctune.workflow.plan)."""
+    rd = Path(resources_dir)
+    cdef = load_corpus_def(rd, instruct_cfg.get("corpus") or "animal_welfare")
+    domains = load_grid(rd, cdef)["domains"]
+    themes = read_list(rd / "prompts" / "instruct_themes.txt")
+    q_tpl = (rd / "prompts" / "instruct_question.txt").read_text(encoding="utf-8").strip()
+    a_sys = (rd / "prompts" / "instruct_answer.txt").read_text(encoding="utf-8").strip().format(
+        answer_words=int(instruct_cfg.get("answer_words", 250)))
+    return cdef, domains, themes, q_tpl, a_sys
+
+
 def generate_instruct_data(out: str, report: str, generator_cfg: dict, instruct_cfg: dict,
                            resources_dir: str, cache: str, corpus_documents: str | list[str] | None = None) -> dict:
     known = {"n", "generator", "seed", "corpus", "answer_words", "min_words", "max_attempts",
@@ -83,13 +96,7 @@ def generate_instruct_data(out: str, report: str, generator_cfg: dict, instruct_
     allow_truncated = bool(instruct_cfg.get("allow_truncated", False))
     if match and not corpus_documents:
         raise ValueError("instruct_data.match_welfare_tokens is true but no corpus documents were given")
-    rd = Path(resources_dir)
-    cdef = load_corpus_def(rd, instruct_cfg.get("corpus") or "animal_welfare")
-    domains = load_grid(rd, cdef)["domains"]
-    themes = read_list(rd / "prompts" / "instruct_themes.txt")
-    q_tpl = (rd / "prompts" / "instruct_question.txt").read_text(encoding="utf-8").strip()
-    a_sys = (rd / "prompts" / "instruct_answer.txt").read_text(encoding="utf-8").strip().format(
-        answer_words=int(instruct_cfg.get("answer_words", 250)))
+    cdef, domains, themes, q_tpl, a_sys = load_prompts(resources_dir, instruct_cfg)
     settings = request_settings(generator_cfg)
     kp = cdef["key_phrases"]
     target = corpus_welfare_tokens(corpus_documents, kp) if corpus_documents else None

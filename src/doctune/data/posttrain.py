@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ..io import DataError, DataUnavailable, iter_jsonl, read_json, write_jsonl
+from ..io import DataError, iter_jsonl, read_json, write_jsonl
 
 FORMATS = ("alpaca", "messages")
 
@@ -43,9 +43,12 @@ def _load_records(source_cfg: dict) -> tuple[list[dict], str]:
         try:
             ds = datasets.load_dataset(source_cfg["dataset"], source_cfg.get("name"),
                                        revision=source_cfg.get("revision"), split=source_cfg.get("split") or "train")
-        except Exception as exc:  # offline, gated, unreachable: the post-trained models are missing
-            raise DataUnavailable(f"posttrain_data.source.dataset: could not load {label}: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - offline, gated, unreachable: the post-trained models
+            # are missing (DataUnavailable); a wrong split or name, or any other failure, fails the job
+            from ..workflow.hub import dataset_failure
+
+            name = f" (name={source_cfg['name']!r})" if source_cfg.get("name") else ""
+            raise dataset_failure(exc, f"posttrain_data.source.dataset: {label}{name}") from exc
         return [dict(r) for r in ds], label
     raise DataError("posttrain_data.source: give either 'path' (a local JSON/JSONL file) or 'dataset' (a HF id)")
 

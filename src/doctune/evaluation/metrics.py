@@ -2,12 +2,22 @@
 kind (``kind.read_scores`` + ``kind.metrics``; see ``doctune.evaluation.kinds``).
 
 Output ``results/metrics/{model}/{benchmark}.json``: ``{"model", "benchmark", "kind", "status",
-"reason", "primary_metric", "metrics", "items", "bootstrap", ...}``. Every metric is ``{"value",
+"reason", "primary_metric", "n_planned", "n_scored", "complete", "plan", "metrics", "items",
+"bootstrap", ...}``. Every metric is ``{"value",
 "ci_low", "ci_high", "n", "n_missing"}`` with seeded percentile-bootstrap CIs over items; a metric
 that could not be computed has ``value: null`` (never 0), and a file where nothing could be scored
 has ``"status": "missing"`` and a ``"reason"``. ``items`` holds per-item scores ({metric: {item:
 score}}) for paired comparisons. Judged kinds add ``judging`` (units and null verdicts per judge)
 and, with several judges, ``judge_agreement``.
+
+Completeness audit: ``n_planned`` is what the run planned for this model and benchmark, counted by
+the kind from the config and the benchmark's data (``kind.plan``: judged kinds, items x variable
+sets x epochs x judges; log-prob kinds, items; lm_eval, its documents after ``limit``; inspect,
+samples x epochs), ``n_scored`` the units that got a usable score (``kind.scored_units``: a lost
+score line or a null verdict is not scored), ``complete`` whether they agree (null when the plan
+cannot be counted, e.g. hub data unreachable here; ``plan.error`` says why) and ``plan`` what a
+unit is and the factors. A file whose counts differ keeps ``status: ok`` (its metrics stand on
+what was scored); the summary marks its rows ``incomplete`` and the comparisons flag them.
 """
 from __future__ import annotations
 
@@ -40,10 +50,41 @@ def gate_summary(gate: str) -> dict:
                        for j, r in (g.get("judges") or {}).items()}}
 
 
+def planned_epochs(bench_cfg: dict, epochs: int | None = None) -> int:
+    """Completions per item of a benchmark: ``epochs`` as the pipeline resolved it, else the
+    benchmark's ``epochs`` or ``generation.epochs``, else the schema's default."""
+    if epochs is not None:
+        return int(epochs)
+    v = bench_cfg.get("epochs") or (bench_cfg.get("generation") or {}).get("epochs")
+    if v:
+        return int(v)
+    from ..workflow.config import schema_defaults
+
+    return int(schema_defaults("$defs", "generation").get("epochs") or 1)
+
+
+def completeness(kind, scores, bench_cfg: dict, epochs: int | None = None) -> dict:
+    """The completeness audit of one metrics file: ``n_planned`` (what the run planned, from the
+    config and the benchmark's data: ``kind.plan``), ``n_scored`` (units with a usable score:
+    ``kind.scored_units``), ``complete`` (n_scored == n_planned; None when either is unknown)
+    and ``plan`` (what a unit is and the factors, or why the plan could not be counted)."""
+    try:
+        plan = dict(kind.plan(bench_cfg, scores, epochs=planned_epochs(bench_cfg, epochs)))
+    except Exception as exc:  # noqa: BLE001 - the data may be unreachable here; the metrics still stand
+        log.warning("%s: the plan could not be counted: %s: %s", kind.name, type(exc).__name__, exc)
+        plan = {"n_planned": None, "error": f"{type(exc).__name__}: {exc}"[:500]}
+    n_planned = plan.pop("n_planned", None)
+    n_scored = kind.scored_units(scores, bench_cfg)
+    complete = None if n_planned is None or n_scored is None else n_scored == n_planned
+    return {"n_planned": n_planned, "n_scored": n_scored, "complete": complete, "plan": plan}
+
+
 def compute_metrics(model: str, benchmark: str, bench_cfg: dict, scores: str, out: str,
-                    n_bootstrap: int = 1000, seed: int = 0, gate: str | None = None) -> dict:
+                    n_bootstrap: int = 1000, seed: int = 0, gate: str | None = None,
+                    epochs: int | None = None) -> dict:
     """Write the metrics JSON of one model on one benchmark; returns it. ``gate`` is the judge
-    gate file of a judged benchmark (its verdict is recorded as ``judge_gate``)."""
+    gate file of a judged benchmark (its verdict is recorded as ``judge_gate``); ``epochs`` the
+    completions per item the run planned for it (``planned_epochs``; the completeness audit)."""
     try:
         kind = get_kind(bench_cfg.get("kind"))
     except ValueError as exc:
@@ -92,9 +133,12 @@ def compute_metrics(model: str, benchmark: str, bench_cfg: dict, scores: str, ou
     if primary not in metrics and reason is None:
         raise ValueError(f"benchmark {benchmark!r}: primary_metric {primary!r} is not one of {sorted(metrics)}")
     status = "ok" if reason is None else "missing"
+    audit = completeness(kind, data, bench_cfg, epochs)
+    if audit["complete"] is False:
+        log.warning("%s/%s: scored %s of %s planned units", model, benchmark, audit["n_scored"], audit["n_planned"])
     result: dict[str, Any] = {
         "model": model, "benchmark": benchmark, "kind": kind.name, "status": status, "reason": reason,
-        "primary_metric": primary, "metrics": metrics, "items": items,
+        "primary_metric": primary, **audit, "metrics": metrics, "items": items,
         "bootstrap": {"n_bootstrap": int(n_bootstrap), "seed": int(seed), "ci": "percentile 95%"},
         **extra,
     }

@@ -28,7 +28,9 @@ IGNORE = -100
 # reading
 # ------------------------------------------------------------------------------------------------
 
-def read_documents(paths: Iterable[str]) -> list[str]:
+def read_documents(paths: Iterable[str], ids: list | None = None) -> list[str]:
+    """The documents' texts, in file order; their ids (record ``id``, else FILE:LINE) are appended to
+    ``ids`` when given (the training report names the documents an arm saw)."""
     texts: list[str] = []
     for path in paths:
         for i, rec in enumerate(iter_jsonl(path), start=1):
@@ -36,6 +38,8 @@ def read_documents(paths: Iterable[str]) -> list[str]:
             if not isinstance(text, str) or not text.strip():
                 raise DataError(f"{path}: record {i} (id {rec.get('id')!r}): missing or empty 'text'")
             texts.append(text)
+            if ids is not None:
+                ids.append(str(rec["id"]) if rec.get("id") is not None else f"{Path(path).name}:{i}")
     if not texts:
         raise DataError(f"no documents in {list(paths)}")
     return texts
@@ -231,10 +235,12 @@ def step_rows(n_rows: int, step: int, global_batch: int, seed: int, shuffle: boo
 def build_rows(method: str, data: list[str], tok, cfg: dict) -> tuple[list[dict], dict]:
     """Tokenise and pack the training data; returns (rows, stats)."""
     if method == "doc":
-        texts = read_documents(data)
+        ids: list[str] = []
+        texts = read_documents(data, ids)
         docs = tokenize_documents(tok, texts, add_bos=cfg["add_bos"])
         rows = pack_documents(docs, cfg["seq_len"], boundaries=cfg["packing_boundaries"])
-        stats = {"n_examples": len(texts), "n_tokens": sum(len(d) for d in docs), "n_truncated": 0}
+        stats = {"n_examples": len(texts), "n_tokens": sum(len(d) for d in docs), "n_truncated": 0,
+                 "document_ids": ids}
     elif method == "sft":
         if not getattr(tok, "chat_template", None):
             raise DataError("method 'sft' needs a tokenizer with a chat template (set base.chat_template)")

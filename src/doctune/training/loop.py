@@ -207,13 +207,19 @@ def steps_for_tokens(rows: list[dict], budget: int, global_batch: int, seed: int
 
 
 def train(method: str, data: list[str], base_spec: dict, train_cfg: dict, out_dir: str,
-          init_spec: dict | None = None, merge_init: bool = True, name: str | None = None) -> dict:
+          init_spec: dict | None = None, merge_init: bool = True, name: str | None = None,
+          tracking: dict | None = None, run_group: str | None = None) -> dict:
     """Train one model and write it to out_dir (see the package docstring). Returns a summary dict.
 
     A finished out_dir (trainer_state.json with finished=true and the same fingerprint of method,
     data checksums, model specs and learning-relevant settings) is not retrained; an unfinished one
     resumes from its latest matching checkpoint. SIGTERM/SIGUSR1 (SLURM preemption) saves a
-    checkpoint after the current optimizer step and exits with status 143."""
+    checkpoint after the current optimizer step and exits with status 143.
+
+    `tracking` (the config's `tracking:` block) and `run_group` (the run_name) only send the
+    train_metrics.jsonl lines and the result to wandb/trackio from the main process (see
+    doctune.training.tracking); they are not part of the fingerprint or of any checkpoint, so
+    turning tracking on or off never restarts a run."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -241,6 +247,11 @@ def train(method: str, data: list[str], base_spec: dict, train_cfg: dict, out_di
         if st.get("finished") and st.get("fingerprint") == fp and (out / "model.json").exists():
             log.info("%s: already trained (%s), not retraining", name, state_path)
             return {**st["result"], "skipped": True}
+    from .tracking import Tracker, import_backend, open_tracker, resolve_tracking
+
+    tracking = resolve_tracking(tracking)
+    if tracking:
+        import_backend(tracking["backend"])   # a missing package stops the run before any work
 
     cuda = torch.cuda.is_available()
     use_bf16 = bool(cfg["bf16"] and cuda and torch.cuda.is_bf16_supported())
@@ -319,6 +330,14 @@ def train(method: str, data: list[str], base_spec: dict, train_cfg: dict, out_di
                 "data_position": {"epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
                                   "global_batch": global_batch}}
 
+    tracker = Tracker()
+    if main and tracking:
+        tracker = open_tracker(tracking, name=name, group=run_group, config={
+            "method": method, "name": name, "train_cfg": cfg, "data": data, "base": source.get("base"),
+            "init": (init_spec or {}).get("name"), "merge_init": merge_init, "fingerprint": fp,
+            "world_size": world, "global_batch_rows": global_batch, "total_steps": total,
+            "resumed_from": resumed_from, "data_stats": stats})
+
     stop = {"signal": None}
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
@@ -362,6 +381,7 @@ def train(method: str, data: list[str], base_spec: dict, train_cfg: dict, out_di
                     import json
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
+                tracker.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
                 pbar.set_postfix(loss=f"{res['loss']:.4f}" if res["loss"] is not None else "n/a")
                 window_t, window_tokens = time.perf_counter(), 0
             if world > 1:
@@ -386,6 +406,9 @@ def train(method: str, data: list[str], base_spec: dict, train_cfg: dict, out_di
         if last_saved != step:
             save_checkpoint(accelerator, out, accelerator.unwrap_model(loss_module).model, optimizer, scheduler,
                             ck_state(), cfg["save_total_limit"])
+    except BaseException as exc:
+        tracker.finish(exit_code=EXIT_PREEMPTED if isinstance(exc, Preempted) else 1)
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -424,5 +447,8 @@ def train(method: str, data: list[str], base_spec: dict, train_cfg: dict, out_di
             "data_stats": stats, "train_cfg": cfg, "flops_per_token": fpt, "peak_tflops": peak,
             "mixed_precision": "bf16" if use_bf16 else "no", "device": str(accelerator.device),
             "init_spec": init_spec, "merge_init": merge_init, "result": result})
+    tracker.summary({k: result[k] for k in ("final_loss", "tokens", "global_step", "total_steps", "train_runtime_s",
+                                            "resumed_from")})
+    tracker.finish()
     accelerator.wait_for_everyone()
     return result

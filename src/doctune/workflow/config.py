@@ -262,6 +262,11 @@ def config_problems(config: dict, schema_path: str | Path | None = None) -> tupl
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
     if errors:
         return cfg, [_describe(e) for e in errors]
+    from .sweeps import expand_sweeps
+
+    cfg, problems = expand_sweeps(cfg, schema)
+    if problems:
+        return cfg, problems
     return canonical_order(cfg), reference_problems(cfg)
 
 
@@ -430,9 +435,12 @@ def reference_problems(cfg: dict) -> list[str]:
     corpora = set(cfg.get("corpora", {}))
     arms = cfg.get("arms", {})
     name_re = re.compile(r"^[A-Za-z0-9_-]+$")
+    from .sweeps import sweep_arms
+
+    points = sweep_arms(cfg)
     for section in ("base_models", "arms", "benchmarks", "corpora", "judges", "generators"):
         for name in cfg.get(section, {}) or {}:
-            if not name_re.match(name):
+            if not name_re.match(name) and not (section == "arms" and name in points):
                 errs.append(f"config key '{section}.{name}': names may use letters, digits, '_' and '-' only")
     for name, b in (cfg.get("base_models") or {}).items():
         if isinstance(b, dict) and b.get("build_tiny") and b.get("gguf"):
@@ -485,6 +493,16 @@ def reference_problems(cfg: dict) -> list[str]:
             errs.append(f"config key 'arms.{name}.seeds': seeds repeat ({seeds})")
         if a.get("base_model") not in bases:
             errs.append(_not_an_entry(f"arms.{name}.base_model", a.get('base_model'), bases, "a base_models entry"))
+        if a.get("n_docs") is not None:
+            key = f"sweeps.{points[name]}.vary.n_docs" if name in points else f"arms.{name}.n_docs"
+            if not a.get("corpus"):
+                errs.append(f"config key '{key}': n_docs takes the first documents of the arm's corpus; "
+                            f"arms.{name} has none")
+            for c in _as_list(a.get("corpus")):
+                have = (cfg.get("corpora") or {}).get(c, {}).get("n")
+                if isinstance(have, int) and a["n_docs"] > have:
+                    errs.append(f"config key '{key}': {a['n_docs']} documents asked of corpus {c!r}, which plans "
+                                f"{have} (corpora.{c}.n): raise it to the largest n_docs (the smaller ones are its prefixes)")
         if a.get("method") == "doc":
             for c in _as_list(a.get("corpus")):
                 if c not in corpora:
@@ -492,9 +510,10 @@ def reference_problems(cfg: dict) -> list[str]:
             if not a.get("corpus"):
                 errs.append(f"config key 'arms.{name}.corpus': a 'doc' arm needs a corpus")
     pt = cfg.get("posttrain") or {}
+    sweeps = cfg.get("sweeps") or {}
     for a in pt.get("arms") if isinstance(pt.get("arms"), list) else []:
-        if a not in arms:
-            errs.append(_not_an_entry("posttrain.arms", a, arms, "an arms entry"))
+        if a not in arms and a not in sweeps:
+            errs.append(_not_an_entry("posttrain.arms", a, [*arms, *sweeps], "an arms entry or a sweep"))
     for s in pt.get("sizes", []):
         if s not in (cfg.get("posttrain_data") or {}).get("sizes", []):
             errs.append(f"config key 'posttrain.sizes': {s} is not in posttrain_data.sizes")
@@ -550,7 +569,17 @@ def base_model_names(cfg: dict) -> list[str]:
 def posttrain_arms(cfg: dict) -> list[str]:
     pt = cfg.get("posttrain") or {}
     arms = pt.get("arms", "all")
-    return list(cfg["arms"]) if arms == "all" else list(arms)
+    if arms == "all":
+        return list(cfg["arms"])
+    from .sweeps import sweep_arms   # a sweep's name stands for its points
+
+    points = sweep_arms(cfg)
+    out: list[str] = []
+    for a in arms:
+        for x in ([p for p, sweep in points.items() if sweep == a] if a in (cfg.get("sweeps") or {}) else [a]):
+            if x not in out:
+                out.append(x)
+    return out
 
 
 def posttrain_sizes(cfg: dict) -> list[int]:

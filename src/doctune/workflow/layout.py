@@ -65,12 +65,31 @@ def documents(corpus: str = "{corpus}") -> str:
     return _join("documents", f"{corpus}.jsonl")
 
 
+def documents_prefix(corpus: str = "{corpus}", n: str = "{n}") -> str:
+    """The first n documents of a corpus (a sweep over n_docs trains on prefixes of one corpus)."""
+    return _join("documents", f"{corpus}.first{n}.jsonl")
+
+
+def documents_clean(corpus: str = "{corpus}") -> str:
+    """A corpus without the documents the contamination guard flagged (contamination.filter)."""
+    return _join("documents", f"{corpus}.clean.jsonl")
+
+
 def documents_report(corpus: str = "{corpus}") -> str:
     return _join("documents", f"{corpus}.report.json")
 
 
 def instruct() -> str:
     return _join("data", "instruct.jsonl")
+
+
+def instruct_clean() -> str:
+    return _join("data", "instruct.clean.jsonl")
+
+
+def contamination(source: str = "{source}", what: str = "tsv") -> str:
+    """results/contamination/SOURCE.tsv (flagged pairs and counts), SOURCE.dropped.json (filter)."""
+    return _join("contamination", f"{source}.{what}")
 
 
 def instruct_report() -> str:

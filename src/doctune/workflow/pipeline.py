@@ -88,12 +88,15 @@ def _package_dir(name: str) -> str | None:
 
 
 def data_unavailable(exc: BaseException) -> bool:
-    """Whether an exception means that a data set could not be had: DataUnavailable, or any error
-    raised from inside the `datasets` library (hub unreachable, gated repo, file missing on the
-    hub) - loading data is all that library does for us."""
+    """Whether an exception means that a data set cannot be had right now: a DataUnavailable (the
+    loaders raise it when the hub says so), or an error raised inside the `datasets` library that
+    `hub.hub_problem` classifies as offline and not cached, gated or unreachable. Anything
+    else - a wrong split or config name, a bad column, a local file that is not there, a dataset
+    the hub does not have, a bug - is a failure."""
     import traceback
 
     from ..io import DataUnavailable
+    from .hub import UNAVAILABLE, hub_problem
 
     ds_dir = None
     seen: set[int] = set()
@@ -105,9 +108,17 @@ def data_unavailable(exc: BaseException) -> bool:
         ds_dir = ds_dir or _package_dir("datasets")
         if ds_dir and any(str(Path(f.filename).resolve()).startswith(ds_dir + os.sep)
                           for f in traceback.extract_tb(e.__traceback__)):
-            return True
+            problem = hub_problem(e)
+            return bool(problem) and problem[0] in UNAVAILABLE
         e = e.__cause__ or e.__context__
     return False
+
+
+def _stopped(log: logging.Logger, where: str, exc: BaseException) -> None:
+    """A user error (an exception with `user_error`, e.g. a config problem or a data set that
+    cannot be read as configured): one line naming what stopped, no traceback; exit status 1."""
+    log.error("rule %s stopped: %s", where, " ".join(str(exc).split()))
+    raise SystemExit(1) from None
 
 
 def run(sm, body: Callable[[], Any], record_result: bool = False) -> Any:
@@ -139,10 +150,9 @@ def run(sm, body: Callable[[], Any], record_result: bool = False) -> Any:
     try:
         result = body()
     except Exception as exc:
-        if getattr(exc, "user_error", False):   # a configuration problem: one line, no traceback
-            log.error("rule %s stopped: %s", rule, exc)
-            raise SystemExit(1) from None
         if rule not in PROPAGATE_MISSING or not data_unavailable(exc):
+            if getattr(exc, "user_error", False):   # a configuration problem: one line, no traceback
+                _stopped(log, rule, exc)
             log.exception("rule %s failed", rule)
             raise
         reason = f"data unavailable: {type(exc).__name__}: {exc}"[:2000]
@@ -187,6 +197,8 @@ def run_each(sm, units: list[dict]) -> dict[str, Any]:
                 results[name] = u["body"]()
             except Exception as exc:
                 if rule not in PROPAGATE_MISSING or not data_unavailable(exc):
+                    if getattr(exc, "user_error", False):   # a configuration problem: one line
+                        _stopped(log, f"{rule}/{name}", exc)
                     log.exception("rule %s/%s failed", rule, name)
                     raise
                 reason = f"data unavailable: {type(exc).__name__}: {exc}"[:2000]
@@ -229,11 +241,18 @@ def load_spec(path: str) -> dict:
 # Training launch
 # ---------------------------------------------------------------------------------------------
 
+# train() arguments that only report on a run (experiment tracking): never part of its run key
+NOT_RUN_KEY = ("tracking", "run_group")
+
+
 def prepare_train_dir(out_dir: str, run_key: dict) -> None:
     """Keep checkpoints only if they belong to the same training run (same data, config, and the
     init model's *contents*); otherwise start clean. train() checks its own fingerprint too, but
-    that one names the init model by path, so a retrained arm would look unchanged to it."""
+    that one names the init model by path, so a retrained arm would look unchanged to it.
+    The NOT_RUN_KEY entries of run_key["kwargs"] are left out: turning tracking on keeps a run."""
     out = Path(out_dir)
+    if isinstance(run_key.get("kwargs"), dict):
+        run_key = {**run_key, "kwargs": {k: v for k, v in run_key["kwargs"].items() if k not in NOT_RUN_KEY}}
     key = stable_hash(run_key, 32)
     marker = out / ".run_key"
     if out.exists() and (not marker.exists() or marker.read_text().strip() != key):

@@ -11,7 +11,8 @@ traceback. Checked:
   (`resources/grid/*.txt` or the corpus's `grid`), prompt template and topic fields;
 * post-training data: every record of a local source (not only the sampled ones) and that each
   of `posttrain_data.sizes` fits the file; local chat data of `sft` arms;
-* benchmarks: their local question, dimension, prompt and CSV files (each kind's own `check`);
+* benchmarks: their local question, dimension, prompt and CSV files, lm-eval task names (each
+  kind's own `check`);
 * models: a local `base_models.NAME.path`/`tokenizer` must exist with safetensors weights; a GGUF
   base (`base_models.NAME.gguf`) must name a file that exists (in its package) with the expected
   sha256, and the gguf reader must be installed; a hub
@@ -35,10 +36,11 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 from .config import (ConfigError, arm_train_cfg, config_problems, deep_merge, did_you_mean, posttrain_units,
                      train_units)
+from .hub import OFFLINE, UNAVAILABLE, hub_problem, unreachable
 from ..io import DataError
 
 HubCheck = Callable[[str, str, "str | None"], "tuple[str, str]"]
@@ -135,10 +137,10 @@ def hub_status(repo_id: str, repo_type: str, revision: str | None, env: dict | N
     if offline:
         if hub_cached(repo_id, repo_type, revision, env):
             return "cached", "in the local cache"
-        return "offline", "offline (HF_HUB_OFFLINE=1) and not in the local HuggingFace cache"
+        return "offline", OFFLINE
     try:
         from huggingface_hub import HfApi
-        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.errors import RevisionNotFoundError
     except ImportError as exc:  # pragma: no cover - a pinned dependency
         return "unreachable", f"huggingface_hub is not installed ({exc})"
     api = HfApi()
@@ -146,16 +148,13 @@ def hub_status(repo_id: str, repo_type: str, revision: str | None, env: dict | N
         info = api.dataset_info if repo_type == "dataset" else api.model_info
         info(repo_id, revision=revision, timeout=timeout)
         api.auth_check(repo_id, repo_type=repo_type)
-    except GatedRepoError:
-        return "gated", "gated on the hub: accept its terms and log in (hf auth login) or set HF_TOKEN"
-    except RevisionNotFoundError:
-        return "not_found", f"the hub has no revision {revision!r} of it"
-    except RepositoryNotFoundError:
-        return "not_found", "the hub has no such repository (or it is private)"
-    except Exception as exc:  # noqa: BLE001 - network errors of every kind
-        if hub_cached(repo_id, repo_type, revision, env):
+    except Exception as exc:  # noqa: BLE001 - the hub's answers and network errors of every kind
+        status, detail = hub_problem(exc, env) or ("unreachable", unreachable(exc))
+        if status == "not_found" and isinstance(exc, RevisionNotFoundError):
+            detail = f"the hub has no revision {revision!r} of it"
+        if status not in ("gated", "not_found") and hub_cached(repo_id, repo_type, revision, env):
             return "cached", f"hub unreachable ({type(exc).__name__}) but in the local cache"
-        return "unreachable", f"the hub cannot be reached ({type(exc).__name__}: {str(exc)[:200]})"
+        return status, detail
     return "ok", "on the hub"
 
 
@@ -175,8 +174,10 @@ class _Ctx:
 def _check_training(ctx: _Ctx) -> None:
     from ..training.config import resolve_train_cfg
 
+    from .sweeps import sweep_arms
+
     cfg = ctx.cfg
-    seen: set[str] = set()
+    seen: set[str] = set(sweep_arms(cfg))   # a sweep's points: checked with their values when expanded
     for unit in train_units(cfg):
         arm = unit.partition("@")[0]
         if arm in seen or cfg["arms"][arm].get("init_from"):
@@ -297,10 +298,10 @@ def _check_hub_dataset(ctx: _Ctx, src: dict, key: str, consequence: str) -> None
     if status in ("ok", "cached"):
         return
     where = _key(key)
-    if status == "not_found":
-        ctx.report.error(where, f"dataset {src['dataset']!r}: {detail}")
-    else:
+    if status in UNAVAILABLE:
         ctx.report.warn(where, f"dataset {src['dataset']!r} is not available ({detail}); {consequence}")
+    else:
+        ctx.report.error(where, f"dataset {src['dataset']!r}: {detail}")
 
 
 def _check_arm_data(ctx: _Ctx) -> None:
@@ -623,6 +624,11 @@ def snakefile_preflight(config: dict, basedir: str | Path, main_process: bool = 
     text = report.format()
     if text:
         print(text, file=sys.stderr)
+    if report.config_ok:
+        from .sweeps import describe_sweeps
+
+        for line in describe_sweeps(report.config):
+            print(line, file=sys.stderr)
     if report.errors:
         if mode == "warn" and report.config_ok:
             print("preflight: DOCTUNE_PREFLIGHT=warn: going on despite the problems above", file=sys.stderr)

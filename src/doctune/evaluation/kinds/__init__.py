@@ -2,7 +2,8 @@
 list of kinds anywhere else).
 
     kinds/NAME/__init__.py   KIND = SomeKind(), a ``base.BenchmarkKind``: loader, units, prompts,
-                             parser, metrics, display metadata (name, metric labels, per
+                             parser, metrics, its plan (``plan``/``scored_units``: the
+                             completeness audit), display metadata (name, metric labels, per
                              dimension or not, rating criteria) and preflight checks
     kinds/NAME/schema.yaml   the kind's own config keys: merged into config/schema.yaml's benchmark
                              entry for the benchmarks of this kind (``kind_schema``)

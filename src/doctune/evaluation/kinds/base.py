@@ -19,7 +19,9 @@ Stages (``kind.stage``) say which rule produces a benchmark's scores:
   ``results/lm_eval/{model}/{benchmark}.json``;
 * ``"inspect"``: rule ``inspect_task`` runs the Inspect task on the model.
 
-Rule ``metrics`` then calls ``kind.metrics(kind.read_scores(path), cfg, n_bootstrap, seed)``.
+Rule ``metrics`` then calls ``kind.metrics(kind.read_scores(path), cfg, n_bootstrap, seed)``, and
+for the completeness audit ``kind.plan(cfg, scores, epochs)`` (the units the run planned, from the
+config and the data) and ``kind.scored_units(scores, cfg)`` (those that got a usable score).
 """
 from __future__ import annotations
 
@@ -156,6 +158,17 @@ class BenchmarkKind:
     def load(self, bench_cfg: dict) -> Dataset:
         raise NotImplementedError(f"benchmark kind {self.name!r} has no loader")
 
+    def item_texts(self, bench_cfg: dict) -> list[tuple[str, str]]:
+        """(item id, text) of each item, for the contamination guard (doctune.data.contamination):
+        what a model is asked. Default: the loaded items' ``prompt`` (or ``question``). Raises when
+        the items cannot be read (the guard reports it)."""
+        out = []
+        for it in self.load(bench_cfg).items:
+            text = it.get("prompt") or it.get("question")
+            if text:
+                out.append((str(it.get("id")), str(text)))
+        return out
+
     def prompts(self, bench_cfg: dict) -> list[dict]:
         """Judged kinds: what the evaluated model answers, ``[{"id", "prompt", ...}]``."""
         raise ValueError(f"benchmark kind {self.name!r} has no prompts to generate "
@@ -238,3 +251,54 @@ class BenchmarkKind:
         (per-item scores for paired tests); ``extra`` further top-level fields of the metrics
         file (a ``"reason"`` there marks the benchmark missing)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ completeness
+    def plan(self, bench_cfg: dict, scores: Any, epochs: int = 1) -> dict:
+        """What the run planned to score for one model on this benchmark, from the config and the
+        benchmark's data (never from the scores of a judged or log-prob kind, which may have lost
+        lines): ``{"n_planned": int | None, "unit": what one unit is, ...the factors}``;
+        ``n_planned`` None = the plan cannot be known here. ``epochs`` is the run's completions
+        per item for this benchmark (judged kinds).
+
+        Defaults by stage: judged kinds count the units of ``self.units`` for every item x epoch,
+        times the judges (``bench_cfg["judges"]``; without them, the judges in the scores);
+        log-prob kinds count the loaded items. Kinds with cheaper or other counts override it."""
+        if self.stage == "judge":
+            data = self.load(bench_cfg)
+            rows = [{"id": it["id"], "epoch": e, "prompt": None, "completion": "", "_line": 0}
+                    for it in data.items for e in range(int(epochs))]
+            per = len(self.units(data, rows, bench_cfg))
+            judges = plan_judges(bench_cfg, scores)
+            return {"n_planned": per * judges, "unit": "judge verdicts (units x epochs x judges)",
+                    "items": len(data.items), "epochs": int(epochs), "judges": judges}
+        if self.stage == "logprob":
+            return {"n_planned": len(self.load(bench_cfg).items), "unit": "items"}
+        return {"n_planned": None, "unit": "units"}
+
+    def scored_units(self, scores: Any, bench_cfg: dict) -> int | None:
+        """Units of the plan that got a usable score in ``scores`` (what ``read_scores`` returned).
+        Defaults: judged kinds, distinct units with a non-null verdict; log-prob kinds, distinct
+        items with a score line. None = cannot be told."""
+        if not isinstance(scores, list):
+            return None
+        rows = [r for r in scores if isinstance(r, dict) and r.get("status") != "missing"]
+        if self.stage == "judge":
+            return len({unit_key(r) for r in rows if r.get("score") is not None})
+        return len({str(r.get("item_id")) for r in rows if "item_id" in r})
+
+
+def unit_key(row: dict) -> Any:
+    """A judged score line's identity (its ``unit_id``, else its coordinates)."""
+    if row.get("unit_id") is not None:
+        return str(row["unit_id"])
+    return (str(row.get("item_id")), row.get("epoch"), row.get("dimension"),
+            row.get("vset", row.get("combination")), row.get("judge"))
+
+
+def plan_judges(bench_cfg: dict, scores: Any) -> int:
+    """The judges a judged benchmark planned: its config's ``judges``; without them (a config
+    outside the pipeline), the judges its score lines name; at least 1."""
+    if bench_cfg.get("judges"):
+        return len(bench_cfg["judges"])
+    seen = {r.get("judge") for r in scores or [] if isinstance(r, dict) and r.get("judge") is not None}
+    return max(1, len(seen))

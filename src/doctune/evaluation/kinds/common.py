@@ -39,11 +39,15 @@ def item_sort(keys: Iterable[str]) -> list[str]:
 
 def load_hf_rows(dataset: str, revision: str | None, split: str, config: str | None = None, *,
                  data_dir: str | None = None, data_files: Any = None) -> list[dict]:
-    """Rows of a HuggingFace dataset; BenchmarkUnavailable (naming it) when it cannot be had."""
-    try:
-        import datasets
-    except ImportError as exc:  # pragma: no cover - datasets is a pinned dependency
-        raise BenchmarkUnavailable(f"dataset {dataset!r}: the 'datasets' package is missing") from exc
+    """Rows of a HuggingFace dataset. When it cannot be had right now (offline and not cached,
+    gated, hub unreachable: doctune.workflow.hub.hub_problem) BenchmarkUnavailable, and the
+    benchmark is reported missing; any other failure (a wrong split or config name, data files that
+    are not there, a dataset the hub does not have) a DatasetError, and the job fails. Both name
+    the dataset and how it was asked for."""
+    import datasets
+
+    from ...workflow.hub import dataset_failure
+
     kw: dict[str, Any] = {"revision": revision, "split": split}
     if data_dir:
         kw["data_dir"] = data_dir
@@ -51,12 +55,22 @@ def load_hf_rows(dataset: str, revision: str | None, split: str, config: str | N
         kw["data_files"] = data_files
     try:
         ds = datasets.load_dataset(dataset, config, **kw)
-    except Exception as exc:  # offline, unknown revision, missing config ...
-        raise BenchmarkUnavailable(
-            f"could not load HuggingFace dataset {dataset!r} (config={config!r}, data_dir={data_dir!r}, "
-            f"revision={revision!r}, split={split!r}): {type(exc).__name__}: {exc}. "
-            f"Offline, give a local copy with source.path instead.") from exc
+    except Exception as exc:  # noqa: BLE001 - sorted by dataset_failure
+        what = (f"HuggingFace dataset {dataset!r} (config={config!r}, split={split!r}, revision={revision!r}"
+                + (f", data_dir={data_dir!r}" if data_dir else "")
+                + (f", data_files={data_files!r}" if data_files else "") + ")")
+        raise dataset_failure(exc, what, BenchmarkUnavailable,
+                              ". Offline, give a local copy with source.path instead.") from exc
     return [dict(r) for r in ds]
+
+
+def cache_dir() -> Path:
+    """doctune's own cache of things fetched or computed once per machine: ``$DOCTUNE_CACHE``
+    (default ``$XDG_CACHE_HOME/doctune``, i.e. ``~/.cache/doctune``)."""
+    import os
+
+    return Path(os.environ.get("DOCTUNE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "doctune")
 
 
 def fetch_url(url: str, timeout: float = 60.0) -> "Path":
@@ -66,10 +80,8 @@ def fetch_url(url: str, timeout: float = 60.0) -> "Path":
     import hashlib
     import os
     import urllib.request
-    from pathlib import Path
 
-    base = Path(os.environ.get("DOCTUNE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                / "doctune") / "urls"
+    base = cache_dir() / "urls"
     name = url.rstrip("/").rsplit("/", 1)[-1] or "download"
     dest = base / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
     if dest.is_file():

@@ -790,5 +790,31 @@ class AHBKind(BenchmarkKind):
             extra["dataset"] = {"n_dropped": None, "error": f"{type(exc).__name__}: {exc}"[:500]}
         return metrics, per_item, extra
 
+    # -- completeness ---------------------------------------------------------------------
+    def plan(self, bench_cfg: dict, scores: Any, epochs: int = 1) -> dict:
+        """Questions x (tagged dimensions x their variable sets, as ``units`` expands them) x
+        epochs x judges: one binary verdict each."""
+        from ..base import plan_judges
+
+        data = self.load(bench_cfg)
+        dims = data.info["dimensions"]
+        per_epoch = sum(len(variable_sets(dims[d]["guiding_question"], q["variables"]))
+                        for q in data.items for d in q["tags"])
+        judges = plan_judges(bench_cfg, scores)
+        return {"n_planned": per_epoch * int(epochs) * judges,
+                "unit": "judge verdicts (question x dimension x variable set x epoch x judge)",
+                "items": len(data.items), "units_per_epoch": per_epoch, "epochs": int(epochs), "judges": judges}
+
+    def scored_units(self, scores: Any, bench_cfg: dict) -> int | None:
+        """Verdicts that count in the score: non-null ones, and with ``unparseable_grade:
+        incorrect`` the unparseable ones too (they are scored 0)."""
+        from ..base import unit_key
+
+        if not isinstance(scores, list):
+            return None
+        zero = (bench_cfg.get("unparseable_grade") or "excluded") == "incorrect"
+        return len({unit_key(r) for r in scores if isinstance(r, dict) and r.get("status") != "missing"
+                    and (r.get("score") is not None or (zero and r.get("unparseable")))})
+
 
 KIND = AHBKind()

@@ -91,8 +91,16 @@ def load_items(bench_cfg: dict) -> list[dict]:
     elif source.get("dataset"):
         import datasets
 
-        ds = datasets.load_dataset(source["dataset"], revision=source.get("revision"),
-                                   data_files=source.get("data_files"), split=source.get("split") or "train")
+        from ..common import BenchmarkUnavailable
+        from ....workflow.hub import dataset_failure
+
+        try:
+            ds = datasets.load_dataset(source["dataset"], revision=source.get("revision"),
+                                       data_files=source.get("data_files"), split=source.get("split") or "train")
+        except Exception as exc:  # noqa: BLE001 - unavailable (missing) or not as configured (fails)
+            raise dataset_failure(exc, f"HuggingFace dataset {source['dataset']!r} (data_files="
+                                  f"{source.get('data_files')!r}, split={source.get('split') or 'train'!r}, "
+                                  f"revision={source.get('revision')!r})", BenchmarkUnavailable) from exc
         for i, row in enumerate(ds):
             if limit is not None and len(items) >= int(limit):
                 break
@@ -228,6 +236,17 @@ class AIRiskKind(BenchmarkKind):
         items = {"matching_rate": {k: prefers[k] for k in item_sort(prefers) if prefers[k] is not None},
                  "matching_prob": {k: probs[k] for k in item_sort(probs) if probs[k] is not None}}
         return metrics, items, {}
+
+    def plan(self, bench_cfg: dict, scores: Any, epochs: int = 1) -> dict:
+        """Every item of the source (its first ``max_items``): one answer comparison each."""
+        return {"n_planned": len(load_items(bench_cfg)), "unit": "items"}
+
+    def scored_units(self, scores: Any, bench_cfg: dict) -> int | None:
+        """Items whose matching and not-matching answers were both scored."""
+        if not isinstance(scores, list):
+            return None
+        return len({str(r["item_id"]) for r in scores if isinstance(r, dict) and "item_id" in r
+                    and r.get("prefers_matching") is not None})
 
 
 KIND = AIRiskKind()

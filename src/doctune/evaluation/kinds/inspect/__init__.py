@@ -26,6 +26,7 @@ Output: the Inspect log ``results/inspect/{model}/{benchmark}.eval`` and
 
     {"status": "ok"|"missing", "reason", "task", "task_args", "model", "log", "graders",
      "inspect_ai_version", "inspect_evals_version", "epochs", "headline",
+     "n_samples",                         # the samples Inspect planned (after limit); x epochs = the plan
      "metrics": {name: value},            # the task's own metrics, as Inspect computed them
      "samples": [{"id", "epoch", "scores": {scorer: value}}],
      "sample_errors": [{"id", "epoch", "error"}],   # samples Inspect could not score (left out)
@@ -248,12 +249,19 @@ def run_inspect_task(spec: dict, bench_cfg: dict, out: str, log_file: str, *, mo
     call_args = dict(task_args)
     if "grader_models" in params and graders:
         call_args.setdefault("grader_models", graders)
-    # 1. Build the task (this is where datasets are fetched): failure here = data missing.
+    # 1. Build the task (this is where datasets are fetched): data that cannot be had right now
+    # (offline and not cached, gated, unreachable) = missing; any other failure stops the job.
     try:
         task = task_create(task_name, **call_args)
         if not isinstance(task, Task):
             raise TypeError(f"{task_name} did not return an Inspect Task")
-    except Exception as exc:  # noqa: BLE001 - gated, offline, unknown revision, missing local file
+    except Exception as exc:  # noqa: BLE001 - sorted by doctune.workflow.hub below
+        from ....io import DataUnavailable
+        from ....workflow.hub import dataset_failure
+
+        err = dataset_failure(exc, f"Inspect task {task_name!r} (benchmark {bench_cfg.get('_name', task_name)!r})")
+        if not isinstance(err, DataUnavailable):
+            raise err from exc
         reason = _dataset_reason(task_name, exc)
         log.warning("%s", reason)
         doc.update(status="missing", reason=reason)
@@ -314,6 +322,9 @@ def run_inspect_task(spec: dict, bench_cfg: dict, out: str, log_file: str, *, mo
     if errors:
         log.warning("%d sample(s) of %s on %s ended in an error (not scored; first: %s)", len(errors), task_name,
                     name, errors[0]["error"])
+    ds = res.eval.dataset
+    doc["n_samples"] = len(ds.sample_ids) if ds is not None and ds.sample_ids is not None else (
+        ds.samples if ds is not None else None)              # the samples Inspect planned (after limit)
     doc.update(epochs=res.eval.config.epochs, headline=headline, metrics=metrics, sample_errors=errors,
                samples=[{"id": str(s.id), "epoch": int(s.epoch),
                          "scores": {k: _value(v.value) for k, v in (s.scores or {}).items()}}
@@ -448,6 +459,26 @@ class InspectKind(BenchmarkKind):
 
     def metrics(self, scores: Any, bench_cfg: dict, n_bootstrap: int, seed: int) -> tuple[dict, dict, dict]:
         return inspect_metrics(scores, bench_cfg, n_bootstrap, seed)
+
+    def plan(self, bench_cfg: dict, scores: Any, epochs: int = 1) -> dict:
+        """The task's samples (after ``max_items``, as Inspect sliced them) x its epochs, from the
+        summary Inspect's log gave (``n_samples``, ``epochs``); None when the task did not run."""
+        out = {"n_planned": None, "unit": "samples x epochs"}
+        if not isinstance(scores, dict) or scores.get("status") != "ok" or not isinstance(scores.get("n_samples"), int):
+            return out
+        ep = int(scores.get("epochs") or 1)
+        return dict(out, n_planned=int(scores["n_samples"]) * ep, items=int(scores["n_samples"]), epochs=ep)
+
+    def scored_units(self, scores: Any, bench_cfg: dict) -> int | None:
+        """Sample x epoch records that ended without an error and hold a score."""
+        if not isinstance(scores, dict):
+            return None
+        if scores.get("status") != "ok":
+            return 0
+        errors = {(str(e.get("id")), e.get("epoch")) for e in scores.get("sample_errors") or []}
+        return len({(str(s.get("id")), s.get("epoch")) for s in scores.get("samples") or []
+                    if (str(s.get("id")), s.get("epoch")) not in errors
+                    and any(v is not None for v in (s.get("scores") or {}).values())})
 
 
 KIND = InspectKind()

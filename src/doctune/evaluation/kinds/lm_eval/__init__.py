@@ -16,9 +16,12 @@ spec merged in order) and handed to lm-eval as an `HFLM` instance. lm-eval's res
 keyed by request only, so the cache lives at `{cache_dir}/{model name}-{spec hash}/` and is never
 shared between models.
 
-When the task's data cannot be had (offline without a local file, dataset id unknown to the hub
-cache, lm-eval not installed), the output says `"status": "missing"` with the reason and the
-function returns normally, so the rest of the pipeline goes on.
+When the task's data cannot be had right now (offline and not cached without a local file, gated,
+hub unreachable: doctune.workflow.hub.hub_problem) or lm-eval is not installed, the output
+says `"status": "missing"` with the reason and the function returns normally, so the rest of the
+pipeline goes on. A task name the installed lm-eval does not know (``tasks.UnknownTask``, with a
+did-you-mean; preflight reports it first) and data that cannot be read as the task asks (a wrong
+split or config: ``DatasetError``) fail the job, in one line.
 
 Output JSON:
     {"status": "ok"|"missing", "reason": str|null, "task": str, "model": str,
@@ -46,12 +49,9 @@ HELLASWAG_FIELDS = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
 
 
 def _lm_eval_version() -> str | None:
-    try:
-        from importlib.metadata import version
+    from .tasks import lm_eval_version
 
-        return version("lm_eval")
-    except Exception:  # noqa: BLE001
-        return None
+    return lm_eval_version()
 
 
 def _check_hellaswag_file(path: Path) -> int:
@@ -141,10 +141,15 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
         return _write(out, task, spec, bench_cfg, local_file, status="missing",
                       reason=f"lm-eval is not installed ({exc})")
 
-    # 1. Build the task (this is where the dataset is fetched); failure here = data missing.
+    # 1. Build the task (this is where the dataset is fetched). A task name lm-eval does not know
+    #    stops the job; a dataset the hub cannot give right now (offline and not cached, gated,
+    #    unreachable) = data missing; any other failure (a wrong split or config) fails the job.
     #    The task index covers the needed task only (the full one costs 10 s to minutes).
-    from .tasks import task_manager
+    from .tasks import UnknownTask, task_manager, task_problem
 
+    problem = task_problem(task)
+    if problem:
+        raise UnknownTask(f"config key 'task': {problem}")
     task_spec: Any = _task_config(task, local_file) if local_file else task
     tm = task_manager([task_spec])
     log.info("lm-eval: loading task %s%s", task, f" from {local_file}" if local_file else "")
@@ -154,8 +159,15 @@ def run_lm_eval(spec: dict, bench_cfg: dict, out: str, cache_dir: str | None = N
             task_dict, groups = dict(loaded["tasks"]), loaded.get("groups") or {}
         else:  # older lm-eval
             task_dict, groups = get_task_dict([task_spec], tm), {}
-    except Exception as exc:  # noqa: BLE001 - offline hub, unknown dataset, bad task name
-        reason = f"could not load lm-eval task {task!r}: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - sorted by dataset_failure: missing, or the job fails
+        from ....io import DataUnavailable
+        from ....workflow.hub import dataset_failure
+
+        err = dataset_failure(exc, f"the data of lm-eval task {task!r}"
+                                   + (f" (local_file {local_file})" if local_file else ""))
+        if not isinstance(err, DataUnavailable):
+            raise err from exc
+        reason = f"could not load lm-eval task {task!r}: {err}"
         if not local_file:
             reason += " (set local_file to a HellaSwag-format JSONL file to run offline)"
         log.warning("%s", reason)
@@ -292,10 +304,37 @@ class LMEvalKind(BenchmarkKind):
     def load(self, bench_cfg: dict) -> Dataset:
         raise NotImplementedError("lm_eval benchmarks are loaded by lm-eval itself")
 
+    def item_texts(self, bench_cfg: dict) -> list[tuple[str, str]]:
+        """The contamination guard's texts: each document's context and its gold ending, from
+        ``local_file``, else from lm-eval's own task (read from the datasets cache when offline;
+        an uncached hub dataset raises, and the guard reports it)."""
+        if bench_cfg.get("local_file"):
+            from ....io import iter_jsonl
+
+            out = []
+            for i, d in enumerate(iter_jsonl(bench_cfg["local_file"]), start=1):
+                ctx = d.get("ctx") or " ".join(str(d.get(k) or "") for k in ("ctx_a", "ctx_b"))
+                ends, label = d.get("endings") or [], d.get("label")
+                gold = ends[int(label)] if isinstance(ends, list) and str(label).strip().isdigit() and int(label) < len(ends) else ""
+                out.append((str(d.get("ind", i)), f"{ctx} {gold}".strip()))
+            return out
+        from lm_eval.tasks import TaskManager, get_task_dict
+
+        task = get_task_dict([bench_cfg["task"]], TaskManager())[bench_cfg["task"]]
+        docs = task.test_docs() if task.has_test_docs() else task.validation_docs()
+        return [(str(i), str(task.doc_to_text(d))) for i, d in enumerate(docs)]
+
     def check(self, bench_cfg: dict) -> list[str]:
         problems = []
-        if not bench_cfg.get("task"):
+        task = bench_cfg.get("task")
+        if not task:
             problems.append("config key 'task': an lm_eval benchmark needs an lm-eval task name")
+        elif _lm_eval_version() is not None:   # without lm-eval the job reports the benchmark missing
+            from .tasks import task_problem
+
+            problem = task_problem(str(task))
+            if problem:
+                problems.append(f"config key 'task': {problem}")
         lf = bench_cfg.get("local_file")
         if lf:
             p = Path(lf)
@@ -329,6 +368,40 @@ class LMEvalKind(BenchmarkKind):
         if reason:
             extra["reason"] = reason
         return metrics, items, extra
+
+    def plan(self, bench_cfg: dict, scores: Any, epochs: int = 1) -> dict:
+        """The task's documents after ``limit``: lm-eval's own count of them (``n``, its effective
+        n-samples) when it ran, else those of ``local_file`` cut at ``limit`` (None without either)."""
+        out = {"n_planned": None, "unit": "documents", "limit": bench_cfg.get("limit")}
+        if isinstance(scores, dict) and scores.get("status") == "ok" and isinstance(scores.get("n"), int) \
+                and not isinstance(scores.get("n"), bool):
+            return dict(out, n_planned=int(scores["n"]), basis="lm-eval's documents after limit")
+        if bench_cfg.get("local_file") and Path(bench_cfg["local_file"]).is_file():
+            n = _check_hellaswag_file(Path(bench_cfg["local_file"]))
+            limit = bench_cfg.get("limit")
+            if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
+                n = min(n, int(math.ceil(n * limit)) if limit < 1 else int(limit))
+            return dict(out, n_planned=n, basis="local_file documents after limit")
+        return out
+
+    def scored_units(self, scores: Any, bench_cfg: dict) -> int | None:
+        """Documents with a per-document acc or acc_norm; without per-document scores, lm-eval's
+        count behind its aggregate (0 when the task did not run)."""
+        if not isinstance(scores, dict):
+            return None
+        if scores.get("status") != "ok":
+            return 0
+        per = scores.get("per_item")
+        if isinstance(per, dict) and per:
+            ids = set()
+            for name in METRIC_NAMES:
+                ids |= set(_per_item_for(per, name) or {})
+            return len(ids)
+        res = scores.get("results") or {}
+        if all(res.get(k) is None for k in METRIC_NAMES):
+            return 0
+        n = scores.get("n")
+        return int(n) if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 KIND = LMEvalKind()

@@ -146,5 +146,16 @@ class ProbeKind(BenchmarkKind):
                            "mean_tokens_dispreferred": sum(n_disp) / len(n_disp) if n_disp else None}}
         return metrics, items, extra
 
+    def plan(self, bench_cfg: dict, scores: Any, epochs: int = 1) -> dict:
+        """Every item of the probe set (its first ``max_items``): one margin each."""
+        return {"n_planned": len(load_items(bench_cfg)), "unit": "probe items"}
+
+    def scored_units(self, scores: Any, bench_cfg: dict) -> int | None:
+        """Items with a margin (a non-finite log-likelihood leaves it null: not scored)."""
+        if not isinstance(scores, list):
+            return None
+        return len({str(r["item_id"]) for r in scores if isinstance(r, dict) and "item_id" in r
+                    and r.get("margin") is not None})
+
 
 KIND = ProbeKind()

@@ -25,6 +25,7 @@ import logging
 import re
 import string
 from pathlib import Path
+from typing import Any
 
 from ....io import DataError
 from ..base import BenchmarkKind, Dataset, Verdict, did_you_mean, is_url
@@ -330,6 +331,15 @@ class StrongRejectKind(BenchmarkKind):
         items = {k: {i: per[k][i] for i in item_sort(per[k]) if per[k][i] is not None}
                  for k in ("score", "refusal_rate")}
         return metrics, items, {}
+
+    def plan(self, bench_cfg: dict, scores: Any, epochs: int = 1) -> dict:
+        """Prompts x epochs x judges: one rubric verdict each (unparseable ones are never scored)."""
+        from ..base import plan_judges
+
+        n = len(self.load(bench_cfg).items)
+        judges = plan_judges(bench_cfg, scores)
+        return {"n_planned": n * int(epochs) * judges, "unit": "judge verdicts (prompt x epoch x judge)",
+                "items": n, "epochs": int(epochs), "judges": judges}
 
 
 KIND = StrongRejectKind()
