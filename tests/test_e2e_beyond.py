@@ -27,6 +27,7 @@ def beyond_run(tmp_path_factory):
         "doc_replay": {"init_from": "doc", "base_model": "base", "replay_fraction": 0.5},
         "doc_t2": {"method": "doc", "corpus": "animal_welfare_ai", "base_model": "tiny2"},
     }
+    c.pop("sweeps", None)      # its control arm is not among these arms (test_e2e_demo runs the sweep)
     c["posttrain"]["arms"] = ["doc", "doc_replay"]
     c["agreement"] = {"per_stratum": 5, "ratings": "resources/fixtures/ratings_example.csv"}
     c["stats"]["comparisons"] = [
