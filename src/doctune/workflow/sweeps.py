@@ -197,14 +197,11 @@ def expand_sweeps(cfg: dict, schema: dict) -> tuple[dict, list[str]]:
     if problems:
         return cfg, problems
     expanded: dict = {}
-    for a, v in arms.items():
+    for a, v in arms.items():    # points already present (an expanded copy) equal theirs: kept once
         expanded.setdefault(a, v)
         for pname, parm in new.get(a, []):
             expanded.setdefault(pname, parm)
-    for a in arms:            # points already present (an expanded copy) keep their place
-        expanded[a] = arms[a]
-    cfg = {**cfg, "arms": expanded}
-    return cfg, []
+    return {**cfg, "arms": expanded}, []
 
 
 def sweep_plan(cfg: dict) -> list[dict]:
